@@ -1,0 +1,42 @@
+# da-embed: the two commands of the README (`make demo`, `make test`) and a few more.
+# Every target installs what it needs into .venv first, so a fresh clone needs
+# only Python 3.11 and pip.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+# torch is pinned first: pip takes the local CPU wheel of 2.13.0; any open range
+# would pull a multi-gigabyte CUDA build.  The package itself accepts torch>=2.3.
+TORCH  := torch==2.13.0
+
+.PHONY: demo test test-all bench docs clean
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(TORCH)
+
+$(VENV)/.stamp-base: pyproject.toml | $(VPY)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(VPY)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $@
+
+$(VENV)/.stamp-bench: pyproject.toml | $(VPY)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e ".[test,bench]"
+	touch $@
+
+demo: $(VENV)/.stamp-base
+	$(VPY) -m filters.demo --out runs/demo
+
+test: $(VENV)/.stamp-test
+	$(VPY) -m pytest -m "not slow" -q
+
+test-all: $(VENV)/.stamp-test
+	$(VPY) -m pytest -q
+
+bench: $(VENV)/.stamp-bench
+	$(VPY) tests/benchmarks/run_benchmarks.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

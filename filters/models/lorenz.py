@@ -1,0 +1,110 @@
+"""Lorenz-63 and Lorenz-96, integrated by RK4 (Numba kernels for ensembles)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _kernels
+from .._validation import check_positive
+from .base import RK4Model
+
+__all__ = ["Lorenz63", "Lorenz96"]
+
+
+class Lorenz63(RK4Model):
+    """The Lorenz (1963) convection model, ``n = 3``.
+
+    Parameters
+    ----------
+    sigma, rho, beta : float
+        The classical parameters (10, 28, 8/3 give the chaotic attractor).
+
+    Examples
+    --------
+    >>> m = Lorenz63()
+    >>> m.tendency(np.array([1.0, 1.0, 1.0])).round(4).tolist()
+    [0.0, 26.0, -1.6667]
+    """
+
+    ndim = 3
+
+    def __init__(self, sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0):
+        self.sigma, self.rho, self.beta = float(sigma), float(rho), float(beta)
+
+    def tendency(self, x):
+        x0, x1, x2 = x[..., 0], x[..., 1], x[..., 2]
+        return np.stack([self.sigma * (x1 - x0), x0 * (self.rho - x2) - x1,
+                         x0 * x1 - self.beta * x2], axis=-1)
+
+    def tendency_jacobian(self, x):
+        s, r, b = self.sigma, self.rho, self.beta
+        return np.array([[-s, s, 0.0], [r - x[2], -1.0, -x[0]], [x[1], x[0], -b]])
+
+    def step(self, x, t, dt):
+        return self.integrate(x, t, dt, 1)
+
+    def integrate(self, x, t, dt, nsteps):
+        E = np.atleast_2d(np.asarray(x, dtype=float))
+        out = _kernels._l63_rk4(np.ascontiguousarray(E), self.sigma, self.rho, self.beta,
+                                float(dt), int(nsteps))
+        return out[0] if np.ndim(x) == 1 else out
+
+    def params(self):
+        return {"name": "Lorenz63", "ndim": 3, "sigma": self.sigma, "rho": self.rho,
+                "beta": self.beta}
+
+
+class Lorenz96(RK4Model):
+    """The Lorenz (1996) model on a periodic ring of ``n`` sites.
+
+    ``dx_i/dt = (x_{i+1} - x_{i-2}) x_{i-1} - x_i + F``.
+
+    Parameters
+    ----------
+    n : int
+        Number of sites (any n >= 4).
+    forcing : float
+        The constant forcing F (8 gives chaos).
+
+    Examples
+    --------
+    >>> m = Lorenz96(n=5)
+    >>> m.tendency(np.ones(5)).tolist()
+    [7.0, 7.0, 7.0, 7.0, 7.0]
+    """
+
+    def __init__(self, n: int = 40, forcing: float = 8.0):
+        check_positive(n, "n", integer=True)
+        if n < 4:
+            raise ValueError(f"n must be >= 4 for Lorenz-96, got {n}")
+        self.ndim = int(n)
+        self.forcing = float(forcing)
+
+    def tendency(self, x):
+        return ((np.roll(x, -1, axis=-1) - np.roll(x, 2, axis=-1)) * np.roll(x, 1, axis=-1)
+                - x + self.forcing)
+
+    def tendency_jacobian(self, x):
+        n = self.ndim
+        i = np.arange(n)
+        J = np.zeros((n, n))
+        J[i, i] = -1.0
+        J[i, (i - 2) % n] += -x[(i - 1) % n]
+        J[i, (i + 1) % n] += x[(i - 1) % n]
+        J[i, (i - 1) % n] += x[(i + 1) % n] - x[(i - 2) % n]
+        return J
+
+    def step(self, x, t, dt):
+        return self.integrate(x, t, dt, 1)
+
+    def integrate(self, x, t, dt, nsteps):
+        E = np.atleast_2d(np.asarray(x, dtype=float))
+        out = _kernels._l96_rk4(np.ascontiguousarray(E), self.forcing, float(dt), int(nsteps))
+        return out[0] if np.ndim(x) == 1 else out
+
+    @property
+    def period(self):
+        return np.array([float(self.ndim)])
+
+    def params(self):
+        return {"name": "Lorenz96", "ndim": self.ndim, "forcing": self.forcing}
