@@ -251,6 +251,10 @@ class EKF(Filter):
 
     Parameters
     ----------
+    jacobian : callable, optional
+        ``jacobian(x, t, dt) -> (n, n)``, the Jacobian of one model step at
+        ``x``.  Without it the model's own :meth:`~filters.models.Model.jacobian`
+        is used, and failing that central finite differences of the step.
     infl_rate : float, optional
         Covariance growth per unit model time in the forecast:
         ``P <- infl_rate**dt F P F^T + dt Q`` at every model step.  This is
@@ -278,8 +282,10 @@ class EKF(Filter):
 
     name = "EKF"
 
-    def __init__(self, *, infl_rate: float = 1.0, fd_eps: float = 1e-6, inflation=None):
+    def __init__(self, *, jacobian=None, infl_rate: float = 1.0, fd_eps: float = 1e-6,
+                 inflation=None):
         super().__init__(inflation=inflation)
+        self.jacobian = jacobian
         self.infl_rate = infl_rate
         self.fd_eps = fd_eps
 
@@ -287,6 +293,9 @@ class EKF(Filter):
         super().validate()
         check_positive(self.infl_rate, "infl_rate")
         check_positive(self.fd_eps, "fd_eps")
+        if self.jacobian is not None and not callable(self.jacobian):
+            raise ValueError(f"jacobian must be callable (x, t, dt) -> (n, n), got "
+                             f"{type(self.jacobian).__name__}")
 
     def initialize(self, prior, rng):
         return GaussianState(prior.mean.copy(), prior.cov.copy())
@@ -297,7 +306,7 @@ class EKF(Filter):
         Qk = None if Q is None else Q.dense * dt
         for k in range(nsteps):
             tk = t + k * dt
-            F = model.jacobian(m, tk, dt)
+            F = (self.jacobian or model.jacobian)(m, tk, dt)
             if F is None:
                 F = finite_difference_jacobian(lambda X: model.step(X, tk, dt), m, self.fd_eps)
             m, P = kalman_predict(m, grow * P if grow != 1.0 else P, F, Qk,

@@ -1,0 +1,327 @@
+"""The reference language model: a small Llama-style model and a byte-level BPE
+tokenizer, trained locally on the embedded default corpus and cached.
+
+Nothing is downloaded.  The first call of :func:`load_reference` trains the
+tokenizer and the model (about 3 minutes on 2 CPU cores with the default
+:class:`ReferenceConfig`) and saves both with the Hugging Face
+``save_pretrained`` format under the cache directory, in a folder keyed by
+the configuration and a hash of the training text; later calls load it.
+
+The defaults follow the prototype of DESIGN.md section 8: d_model 256, 4
+layers, 4 heads, 4096 BPE tokens, tied embeddings (about 4.2M parameters),
+trained on about 1M tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ReferenceConfig", "cache_dir", "train_tokenizer", "train_reference",
+           "load_reference", "encode_text"]
+
+#: Bump when the training procedure changes, so old caches are not reused.
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """How the reference model is built and trained.
+
+    Parameters
+    ----------
+    vocab_size : int
+        Byte-level BPE vocabulary size (4096: small enough for a 4M model,
+        large enough that tokens are word pieces).
+    d_model, n_layers, n_heads, d_ff : int
+        Llama-style architecture (SwiGLU MLP of width ``d_ff``).
+    context : int
+        Training sequence length (the model's position limit is twice it).
+    batch_size : int
+        Sequences per optimiser step.
+    train_tokens : int
+        Total training tokens (steps = train_tokens / (batch_size * context)).
+    lr : float
+        Peak AdamW learning rate (linear warm-up over 5% of the steps, cosine decay).
+    weight_decay : float
+    seed : int
+        Seeds tokenizer-independent randomness: initialisation and batch sampling.
+    threads : int
+        torch intra-op threads during training (0 keeps torch's default).
+    """
+
+    vocab_size: int = 4096
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 688
+    context: int = 256
+    batch_size: int = 16
+    train_tokens: int = 1_000_000
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 0
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "context",
+                     "batch_size", "train_tokens"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.vocab_size < 300:
+            raise ValueError(f"vocab_size must be >= 300 (256 bytes + merges), got {self.vocab_size}")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads "
+                             f"({self.n_heads}) with an even head size (rotary embeddings)")
+        if not (self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    @property
+    def steps(self) -> int:
+        """Number of optimiser steps."""
+        return max(1, self.train_tokens // (self.batch_size * self.context))
+
+    def key(self, corpus_hash: str) -> str:
+        """Cache folder name: configuration and corpus hash."""
+        blob = json.dumps({"format": _FORMAT, "config": dataclasses.asdict(self),
+                           "corpus": corpus_hash}, sort_keys=True)
+        return "llama-" + hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where trained reference models live.
+
+    ``$DA_EMBED_CACHE`` if set, else ``$XDG_CACHE_HOME/da-embed``, else
+    ``~/.cache/da-embed``.
+    """
+    if os.environ.get("DA_EMBED_CACHE"):
+        return Path(os.environ["DA_EMBED_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "da-embed"
+
+
+def train_tokenizer(text: str, vocab_size: int = 4096):
+    """Train a byte-level BPE tokenizer on ``text`` (deterministic).
+
+    Parameters
+    ----------
+    text : str
+    vocab_size : int
+
+    Returns
+    -------
+    transformers.PreTrainedTokenizerFast
+        With ``<|endoftext|>`` as BOS, EOS and padding token.
+
+    Examples
+    --------
+    >>> tok = train_tokenizer("hello world, hello tokens. " * 50, vocab_size=300)
+    >>> tok.decode(tok("hello world")["input_ids"])
+    'hello world'
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if not text.strip():
+        raise ValueError("text must not be empty to train a tokenizer")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    lines = text.split("\n")
+    tok.train_from_iterator((ln + "\n" for ln in lines), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                   eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   model_max_length=1 << 30)
+
+
+def encode_text(tokenizer, text: str, block_chars: int = 100_000) -> np.ndarray:
+    """Token ids of a long text as one int64 array, encoded in line-aligned blocks.
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+    text : str
+    block_chars : int
+        Approximate characters per encoding call (keeps memory flat).
+
+    Returns
+    -------
+    ndarray (T,)
+    """
+    ids: list[int] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + block_chars)
+        if end < len(text):
+            nl = text.rfind("\n", start, end)
+            end = nl + 1 if nl > start else end
+        ids.extend(tokenizer(text[start:end], add_special_tokens=False)["input_ids"])
+        start = end
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _build_model(config: ReferenceConfig):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=config.vocab_size, hidden_size=config.d_model,
+                      intermediate_size=config.d_ff, num_hidden_layers=config.n_layers,
+                      num_attention_heads=config.n_heads, num_key_value_heads=config.n_heads,
+                      max_position_embeddings=2 * config.context, tie_word_embeddings=True,
+                      bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    torch.manual_seed(config.seed)
+    return LlamaForCausalLM(cfg)
+
+
+def train_reference(config: ReferenceConfig = ReferenceConfig(), text: str | None = None,
+                    out_dir: str | os.PathLike | None = None, progress: bool = True):
+    """Train the tokenizer and the model on ``text`` and save both.
+
+    Parameters
+    ----------
+    config : ReferenceConfig
+    text : str, optional
+        Training text; the embedded default corpus
+        (:func:`da_embed.corpora.stdlib_corpus`) when None.
+    out_dir : path, optional
+        Where to save (``save_pretrained``); nothing is saved when None.
+    progress : bool
+        Show a progress bar with the loss and tokens per second.
+
+    Returns
+    -------
+    model : transformers.LlamaForCausalLM
+        In eval mode.
+    tokenizer : transformers.PreTrainedTokenizerFast
+    info : dict
+        Parameter count, steps, tokens, final loss, seconds, tokens per second.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .corpora import stdlib_corpus
+
+    text = stdlib_corpus() if text is None else text
+    tokenizer = train_tokenizer(text, config.vocab_size)
+    ids = torch.from_numpy(encode_text(tokenizer, text))
+    L = config.context
+    if ids.numel() < L + 2:
+        raise ValueError(f"training text has {ids.numel()} tokens, fewer than the context "
+                         f"{L} + 2")
+    old_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model = _build_model(config)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95),
+                            weight_decay=config.weight_decay)
+    steps = config.steps
+    warm = max(1, steps // 20)
+
+    def lr_at(step):  # linear warm-up, cosine decay to 10%
+        if step < warm:
+            return config.lr * (step + 1) / warm
+        frac = (step - warm) / max(1, steps - warm)
+        return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    gen = torch.Generator().manual_seed(config.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    t0 = time.perf_counter()
+    bar = tqdm(range(steps), desc=f"training reference model ({n_params / 1e6:.1f}M params)",
+               disable=not progress, unit="step")
+    loss_val = float("nan")
+    for step in bar:
+        starts = torch.randint(0, ids.numel() - L - 1, (config.batch_size,), generator=gen)
+        batch = torch.stack([ids[s:s + L + 1] for s in starts.tolist()])  # (B, L+1)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        out = model(input_ids=batch, labels=batch)  # HF shifts labels: L next-token predictions
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss_val = float(out.loss.detach())
+        if progress and (step % 10 == 0 or step == steps - 1):
+            el = time.perf_counter() - t0
+            bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{(step + 1) * config.batch_size * L / el:.0f}")
+    seconds = time.perf_counter() - t0
+    bar.close()
+    if config.threads:
+        torch.set_num_threads(old_threads)
+    model.eval()
+    info = {"parameters": n_params, "steps": steps, "tokens": steps * config.batch_size * L,
+            "corpus_tokens": int(ids.numel()), "final_loss": loss_val, "seconds": seconds,
+            "tokens_per_second": steps * config.batch_size * L / seconds,
+            "config": dataclasses.asdict(config)}
+    if out_dir is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        out = Path(out_dir)
+        tmp = out.with_name(out.name + ".partial")
+        tmp.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "da_embed_reference.json").write_text(json.dumps(info, indent=2))
+        if out.exists():  # another process finished first; keep theirs
+            import shutil
+
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(out)  # atomic: a killed run never leaves a half-written cache
+    return model, tokenizer, info
+
+
+def load_reference(config: ReferenceConfig = ReferenceConfig(), text: str | None = None,
+                   train_if_missing: bool = True, progress: bool = True):
+    """The cached reference model and tokenizer, trained on first use.
+
+    Parameters
+    ----------
+    config : ReferenceConfig
+    text : str, optional
+        Training text (default: the embedded standard-library corpus).  It is
+        part of the cache key, so a different text gives a different model.
+    train_if_missing : bool
+        Train when no cached copy exists; otherwise raise FileNotFoundError.
+    progress : bool
+        Show progress bars while training.
+
+    Returns
+    -------
+    model, tokenizer, info
+        As :func:`train_reference`; ``info["path"]`` is the cache folder.
+    """
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from .corpora import stdlib_corpus
+
+    text = stdlib_corpus() if text is None else text
+    corpus_hash = hashlib.sha1(text.encode("utf-8")).hexdigest()
+    path = cache_dir() / config.key(corpus_hash)
+    if not path.exists():
+        if not train_if_missing:
+            raise FileNotFoundError(f"no cached reference model at {path}")
+        if progress:
+            print(f"Training the reference model once; it will be cached in {path}", flush=True)
+        train_reference(config, text, out_dir=path, progress=progress)
+    hf_logging.disable_progress_bar()  # loading a 4M model needs no progress bar
+    model = LlamaForCausalLM.from_pretrained(path)
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    info = json.loads((path / "da_embed_reference.json").read_text())
+    info["path"] = str(path)
+    return model, tokenizer, info
