@@ -1,14 +1,39 @@
 """Language-model scale adaptation as data assimilation (built on :mod:`filters`).
 
 Placements (:mod:`da_embed.placements`) put a scale state into a frozen
-Hugging Face causal LM; :mod:`da_embed.testing` builds tiny random models for
-tests and examples.  Observation operators and the online assimilator land in
-later issues.
+Hugging Face causal LM; :mod:`da_embed.observations` turns revealed tokens
+into observations (per-token NLLs); :mod:`da_embed.dynamics` holds the
+forecast models; :class:`OnlineAssimilator` runs any filter of :mod:`filters`
+(or a baseline of :mod:`da_embed.baselines`) over a token stream under the
+prequential protocol; :func:`compare` tabulates methods against the frozen
+model (also ``da-embed compare`` on the command line).  :mod:`da_embed.testing`
+builds tiny random models for tests and examples.
 """
 
 from ._version import __version__
+from .assimilator import AssimilationDiverged, OnlineAssimilator, PrequentialConfig
+from .baselines import DynamicEvaluation, Frozen, PointState, VerificationRule
+from .compare import Comparison, compare
+from .dynamics import (LearnedDynamics, LowRankAdapter, RandomWalk, TransitionNetwork,
+                       count_parameters)
+from .methods import METHODS, make_method
+from .observations import TokenNLLObservation
 from .placements import (EmbeddingScale, HiddenScale, Placement, RotaryScale,
                          SingularValueScale, Subspace)
+from .planted import PlantedShift, planted_shift
+from .subspaces import fisher_subspace
+from .trajectory import open_trajectory
 
-__all__ = ["__version__", "Placement", "EmbeddingScale", "HiddenScale", "SingularValueScale",
-           "RotaryScale", "Subspace"]
+__all__ = [
+    "__version__",
+    # placements
+    "Placement", "EmbeddingScale", "HiddenScale", "SingularValueScale", "RotaryScale",
+    "Subspace", "fisher_subspace",
+    # dynamics
+    "TransitionNetwork", "LowRankAdapter", "RandomWalk", "LearnedDynamics", "count_parameters",
+    # observations and the online loop
+    "TokenNLLObservation", "OnlineAssimilator", "PrequentialConfig", "AssimilationDiverged",
+    "METHODS", "make_method", "Frozen", "DynamicEvaluation", "VerificationRule", "PointState",
+    # comparison and outputs
+    "compare", "Comparison", "open_trajectory", "PlantedShift", "planted_shift",
+]

@@ -1,0 +1,498 @@
+"""The online assimilation loop over a token stream, under the prequential protocol.
+
+:class:`OnlineAssimilator` couples a language model (through a placement), a
+forecast model (:mod:`da_embed.dynamics`) and any method with the
+:class:`filters.Filter` interface (the filters of :mod:`filters` or the
+baselines of :mod:`da_embed.baselines`), and runs a token stream chunk by
+chunk.  For every chunk k:
+
+1. *forecast*: ``filter.forecast`` moves the analysis of chunk k - 1 with the
+   forecast model and adds the process noise Q (one step of ``dt = 1`` per
+   chunk; chunk 0 starts from the prior N(0, P0 I));
+2. *score*: the chunk's tokens are scored with the forecast mean, i.e. with
+   the state estimated from earlier chunks only (the prequential score);
+3. *analyse*: ``filter.analysis`` assimilates the chunk through
+   :class:`~da_embed.observations.TokenNLLObservation` with the
+   pseudo-observation of :func:`~da_embed.observations.pseudo_observation`
+   and noise ``R = r I``;
+4. *log*: the chunk is appended to the trajectory (and its netCDF file).
+
+The protocol (:class:`PrequentialConfig`: chunk, context, stride, token
+limit) is stored with every result.  Chunk k's targets are the stream tokens
+``start_k .. start_k + chunk - 1`` with ``start_k = 1 + k * stride``; each is
+predicted from the ``context`` tokens before ``start_k`` (fewer at the start
+of the stream) and the chunk's earlier tokens, so the model reads at most
+``context + chunk - 1`` tokens.  The first token of the stream is never
+scored; a last partial chunk is dropped; tokens between chunks (``stride >
+chunk``) are context only.
+
+Shapes: N members, n state size, L = chunk, T chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import xarray as xr
+
+from filters import Filter
+from filters.covariance import as_covariance
+from filters.models import Model
+
+from ._version import __version__
+from .dynamics import RandomWalk
+from .methods import make_method, method_label
+from .observations import TARGETS, TokenNLLObservation, predicted_observation, pseudo_observation
+from .placements import Placement, Subspace
+from .trajectory import TrajectoryRecorder, TrajectoryWriter
+
+__all__ = ["PrequentialConfig", "OnlineAssimilator", "AssimilationDiverged", "max_positions"]
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class PrequentialConfig:
+    """The prequential protocol: how the stream is cut into scored chunks.
+
+    Parameters
+    ----------
+    chunk : int, default 32
+        L, tokens per chunk (scored, then assimilated, together).
+    context : int, default 224
+        Tokens before the chunk the model reads (32 + 224 = 256, the
+        reference model's training length).  At least ``chunk``.
+    stride : int, optional
+        Distance between the first tokens of consecutive chunks; default
+        ``chunk`` (chunks tile the stream).  At least ``chunk``: a smaller
+        stride would score tokens already assimilated.
+    max_tokens : int, optional
+        Use only the first ``max_tokens`` tokens of the stream.
+
+    Examples
+    --------
+    >>> p = PrequentialConfig(chunk=4, context=8)
+    >>> p.stride, p.starts(14).tolist()  # targets 1-4, 5-8, 9-12; token 13 is left over
+    (4, [1, 5, 9])
+    >>> PrequentialConfig(chunk=64, context=32)
+    Traceback (most recent call last):
+    ...
+    ValueError: chunk (64) must not be longer than context (32): ...
+    """
+
+    chunk: int = 32
+    context: int = 224
+    stride: int | None = None
+    max_tokens: int | None = None
+
+    def __post_init__(self):
+        _check_int(self.chunk, "chunk", 1)
+        _check_int(self.context, "context", 1)
+        if self.chunk > self.context:
+            raise ValueError(f"chunk ({self.chunk}) must not be longer than context "
+                             f"({self.context}): every chunk is scored with at least `context` "
+                             "tokens before it; raise --context or lower --chunk")
+        if self.stride is None:
+            object.__setattr__(self, "stride", int(self.chunk))
+        _check_int(self.stride, "stride", 1)
+        if self.stride < self.chunk:
+            raise ValueError(f"stride ({self.stride}) must be >= chunk ({self.chunk}): a smaller "
+                             "stride would score tokens that were already assimilated")
+        if self.max_tokens is not None:
+            _check_int(self.max_tokens, "max_tokens", self.chunk + 1)
+
+    @property
+    def window(self) -> int:
+        """Longest input the model reads: ``context + chunk - 1`` tokens."""
+        return self.context + self.chunk - 1
+
+    def starts(self, n_tokens: int) -> np.ndarray:
+        """First target index of every complete chunk of a stream of ``n_tokens``."""
+        n = int(n_tokens) if self.max_tokens is None else min(int(n_tokens), self.max_tokens)
+        if n - 1 < self.chunk:
+            return np.zeros(0, dtype=np.int64)
+        return 1 + self.stride * np.arange((n - 1 - self.chunk) // self.stride + 1, dtype=np.int64)
+
+    def describe(self) -> dict:
+        """The protocol as a dict (stored with every result)."""
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return (f"chunk {self.chunk}, context {self.context}, stride {self.stride}"
+                + ("" if self.max_tokens is None else f", max_tokens {self.max_tokens}"))
+
+
+class AssimilationDiverged(RuntimeError):
+    """The state estimate became non-finite or exploded; completed chunks are kept."""
+
+
+def max_positions(model) -> int | None:
+    """The model's position limit (``n_positions`` or ``max_position_embeddings``), if any."""
+    config = getattr(model, "config", None)
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        v = getattr(config, attr, None)
+        if isinstance(v, numbers.Integral) and v > 0:
+            return int(v)
+    return None
+
+
+class _DiagonalPrior:
+    """N(0, P0 I) with the GaussianState interface the filters use, lazily dense."""
+
+    def __init__(self, n: int, variance: float):
+        self.mean = np.zeros(n)
+        self.variance = float(variance)
+
+    @property
+    def ndim(self) -> int:
+        return self.mean.shape[0]
+
+    @property
+    def cov(self) -> np.ndarray:
+        return self.variance * np.eye(self.ndim)
+
+    @property
+    def spread(self) -> np.ndarray:
+        return np.full(self.ndim, math.sqrt(self.variance))
+
+    def sample(self, rng, size):  # = GaussianState.sample for cov = P0 I
+        return self.mean + math.sqrt(self.variance) * rng.standard_normal((size, self.ndim))
+
+
+class OnlineAssimilator:
+    """Run a filter (or baseline) over a token stream under the prequential protocol.
+
+    Parameters
+    ----------
+    placement : Placement
+        Where the state enters the LM (possibly a Subspace); attached for the
+        run if it is not.
+    method : str or filters.Filter, default "ekf"
+        A name of :data:`da_embed.methods.METHODS` or a filter object.
+    protocol : PrequentialConfig, optional
+        Default ``PrequentialConfig()``.
+    dynamics : filters.models.Model, optional
+        Forecast model of one chunk; default :class:`~da_embed.dynamics.RandomWalk`.
+        A model with ``set_summary(h)`` (e.g.
+        :class:`~da_embed.dynamics.LearnedDynamics`) gets the pooled final
+        hidden state of each chunk after it is scored.
+    P0 : float, default 0.1
+        Prior variance of every state component (the prior is N(0, P0 I)).
+    Q : float or array_like, default 0.01
+        Process-noise covariance per chunk (scalar, variances or matrix); 0
+        means none (the identity forecast).  DESIGN section 8: the EKF with
+        P0 0.1 and Q 0.01 matched dynamic evaluation.
+    R : float or array_like, default 1.0
+        Observation-noise variance per token (see
+        :mod:`da_embed.observations` for why 1 with ``decrement`` 1).
+    target : {"decrement", "zero"}
+        Pseudo-observation (:func:`~da_embed.observations.pseudo_observation`).
+    decrement : float, default 1.0
+        Innovation per token of the ``"decrement"`` target.
+    members : int, default 16
+        Ensemble size when ``method`` is a name.
+    seed : int, default 0
+        Seeds the filter's randomness (ensembles, perturbed observations).
+    member_batch : int, default 32
+        Members per forward pass.
+    max_dense_state : int, default 4096
+        Largest n for methods with an n x n covariance (EKF, UKF, 3D-Var).
+    max_sigma_points : int, default 257
+        Largest 2n + 1 for the UKF (n <= 128 by default).
+    model_name : str, optional
+        Stored in the output (default: the model's class name).
+    label : str, optional
+        Method label in outputs (default: the method's name).
+    progress : bool, default False
+        Show a tqdm progress bar.
+
+    Attributes
+    ----------
+    filter_ : filters.Filter
+        The method object used by the last run.
+    state_ : GaussianState, EnsembleState or PointState
+        The analysis after the last completed chunk.
+    dataset_ : xarray.Dataset
+        The trajectory of the last run.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from da_embed.placements import HiddenScale
+    >>> from da_embed.testing import tiny_gpt2, random_input_ids
+    >>> model = tiny_gpt2()
+    >>> ids = random_input_ids(model, batch=1, length=41)[0]
+    >>> run = OnlineAssimilator(HiddenScale(model), "ekf",
+    ...                        protocol=PrequentialConfig(chunk=8, context=16))
+    >>> ds = run.run(ids)
+    >>> ds.sizes["time"], ds.attrs["chunk"], ds.attrs["method"]
+    (5, 8, 'ekf')
+    """
+
+    def __init__(self, placement: Placement, method="ekf", *,
+                 protocol: PrequentialConfig | None = None, dynamics: Model | None = None,
+                 P0: float = 0.1, Q=0.01, R=1.0, target: str = "decrement",
+                 decrement: float = 1.0, members: int = 16, seed: int = 0,
+                 member_batch: int = 32, max_dense_state: int = 4096,
+                 max_sigma_points: int = 257, model_name: str | None = None,
+                 label: str | None = None, progress: bool = False) -> None:
+        self.placement = placement
+        self.method = method
+        self.protocol = protocol
+        self.dynamics = dynamics
+        self.P0, self.Q, self.R = P0, Q, R
+        self.target, self.decrement = target, decrement
+        self.members, self.seed = members, seed
+        self.member_batch = member_batch
+        self.max_dense_state, self.max_sigma_points = max_dense_state, max_sigma_points
+        self.model_name, self.label, self.progress = model_name, label, progress
+
+    # ----------------------------------------------------------------- set-up
+    def _build(self):
+        """Validate the settings; return (protocol, filter, label, dynamics, Q, n)."""
+        if not isinstance(self.placement, Placement):
+            raise ValueError(f"placement must be a Placement (e.g. HiddenScale(model)), got "
+                             f"{type(self.placement).__name__}")
+        protocol = PrequentialConfig() if self.protocol is None else self.protocol
+        if not isinstance(protocol, PrequentialConfig):
+            raise ValueError(f"protocol must be a PrequentialConfig, got "
+                             f"{type(protocol).__name__}")
+        if not (isinstance(self.P0, numbers.Real) and math.isfinite(self.P0) and self.P0 > 0):
+            raise ValueError(f"P0 (prior variance) must be a finite number > 0, got {self.P0!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {list(TARGETS)}, got {self.target!r}")
+        if not (isinstance(self.decrement, numbers.Real) and math.isfinite(self.decrement)
+                and self.decrement > 0):
+            raise ValueError(f"decrement must be a finite number > 0, got {self.decrement!r}")
+        n = int(self.placement.state_dim)
+        if isinstance(self.method, str):
+            flt = make_method(self.method, members=self.members, P0=self.P0)
+            label = self.label or method_label(self.method)
+        elif isinstance(self.method, Filter):
+            flt = self.method
+            label = self.label or flt.name
+        else:
+            raise ValueError(f"method must be a method name or a filters.Filter, got "
+                             f"{type(self.method).__name__}")
+        flt.validate()
+        dense = getattr(flt, "name", "") in ("EKF", "UKF", "KF", "3D-Var")
+        if dense and n > self.max_dense_state:
+            raise ValueError(f"{label} keeps an n x n covariance; n = {n} exceeds max_dense_state "
+                             f"= {self.max_dense_state}: use a Subspace (--subspace fisher:k)")
+        if getattr(flt, "name", "") == "UKF" and 2 * n + 1 > self.max_sigma_points:
+            raise ValueError(f"the UKF needs 2n + 1 = {2 * n + 1} sigma points (n = {n}), more "
+                             f"than max_sigma_points = {self.max_sigma_points}: use a small "
+                             "state (RotaryScale, or --subspace fisher:k)")
+        dyn = RandomWalk(n) if self.dynamics is None else self.dynamics
+        if not isinstance(dyn, Model) or int(getattr(dyn, "ndim", -1)) != n:
+            raise ValueError(f"dynamics must be a filters.models.Model of ndim {n} (the state "
+                             f"size), got {type(dyn).__name__}")
+        Q = self.Q
+        if isinstance(Q, numbers.Real) and not isinstance(Q, bool):
+            if not (math.isfinite(Q) and Q >= 0):
+                raise ValueError(f"Q must be a finite number >= 0, got {Q!r}")
+            Qc = None if Q == 0 else as_covariance(float(Q), n, "Q")
+        else:
+            Qc = as_covariance(Q, n, "Q")
+        as_covariance(self.R, protocol.chunk, "R")  # checked before any work
+        return protocol, flt, label, dyn, Qc, n
+
+    def _check_stream(self, token_ids, protocol) -> np.ndarray:
+        try:
+            ids = np.asarray(token_ids.detach().cpu().numpy() if hasattr(token_ids, "detach")
+                             else token_ids)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"token_ids must be a 1-D sequence of token ids: {exc}") from None
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise ValueError(f"token_ids must be a 1-D array of integer token ids, got shape "
+                             f"{ids.shape} and dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if protocol.max_tokens is not None:
+            ids = ids[:protocol.max_tokens]
+        if ids.size - 1 < protocol.chunk:
+            raise ValueError(f"the token stream has {ids.size} tokens; at least chunk + 1 = "
+                             f"{protocol.chunk + 1} are needed for one chunk (the corpus is "
+                             "empty or too short)")
+        V = self.placement.vocab_size
+        if int(ids.min()) < 0 or int(ids.max()) >= V:
+            raise ValueError(f"token ids must lie in [0, {V}) (the model's vocabulary), got "
+                             f"[{int(ids.min())}, {int(ids.max())}]: tokenizer and model do "
+                             "not match")
+        limit = max_positions(self.placement.model)
+        if limit is not None and protocol.window > limit:
+            raise ValueError(f"context + chunk - 1 = {protocol.window} tokens exceed the model's "
+                             f"position limit of {limit}; lower --context or --chunk")
+        return ids
+
+    # -------------------------------------------------------------------- run
+    def run(self, token_ids, *, out=None,
+            callback: Callable[[int, dict], None] | None = None) -> xr.Dataset:
+        """Assimilate a token stream chunk by chunk.
+
+        Parameters
+        ----------
+        token_ids : array_like of int, shape (T_tokens,)
+            The stream.
+        out : str or PathLike, optional
+            netCDF file written as the run goes (one chunk appended at a time).
+        callback : callable, optional
+            ``callback(k, record)`` after chunk k is logged.
+
+        Returns
+        -------
+        xarray.Dataset
+            The trajectory (:mod:`da_embed.trajectory` layout); also in
+            :attr:`dataset_`.
+
+        Raises
+        ------
+        ValueError
+            For bad settings or input, before any work.
+        AssimilationDiverged
+            If the state estimate becomes non-finite (completed chunks kept).
+        KeyboardInterrupt
+            Re-raised after the file is closed with every completed chunk.
+        """
+        from tqdm.auto import tqdm
+
+        protocol, flt, label, dyn, Q, n = self._build()
+        ids = self._check_stream(token_ids, protocol)
+        starts = protocol.starts(ids.size)
+        L, ctx = protocol.chunk, protocol.context
+        R = as_covariance(self.R, L, "R")
+        rng = np.random.default_rng(self.seed)
+        static = {}
+        if isinstance(self.placement, Subspace):
+            static = {"subspace_basis": self.placement.basis.numpy(),
+                      "subspace_reference": self.placement.reference.numpy()}
+        attrs = self._attrs(protocol, flt, label, dyn, ids, starts, n)
+        recorder = TrajectoryRecorder(n, L, static)
+        writer = None if out is None else TrajectoryWriter(out, n, L, attrs, static)
+        self.filter_ = flt
+        status = "interrupted"
+        bar = tqdm(total=len(starts), desc=label, disable=not self.progress, leave=False,
+                   unit="chunk")
+        t_start = time.perf_counter()
+        try:
+            with self.placement.attached():
+                state = flt.initialize(_DiagonalPrior(n, self.P0), rng)
+                nll_sum = 0.0
+                for k, start in enumerate(starts):
+                    t0 = time.perf_counter()
+                    if k > 0:
+                        state = flt.forecast(state, dyn, float(k - 1), 1.0, 1, Q, rng)
+                    t1 = time.perf_counter()
+                    a = max(0, int(start) - ctx)
+                    window = ids[a:int(start) + L]  # context + chunk
+                    obs = TokenNLLObservation(self.placement, window, L,
+                                              member_batch=self.member_batch)
+                    mean_f = np.asarray(state.mean, dtype=float)
+                    token_nll = obs.score(mean_f)  # (L,) prequential: earlier chunks only
+                    t2 = time.perf_counter()
+                    if not np.all(np.isfinite(token_nll)):
+                        status = "diverged"
+                        raise AssimilationDiverged(
+                            f"{label} diverged at chunk {k}: the NLL under the forecast mean is "
+                            f"not finite; {k} completed chunks were kept")
+                    flt.prepare(dyn, obs)
+                    y = pseudo_observation(predicted_observation(flt, state, obs),
+                                           self.target, self.decrement)
+                    analysed = flt.analysis(state, y, obs, R, rng)
+                    t3 = time.perf_counter()
+                    mean_a = np.asarray(analysed.mean, dtype=float)
+                    if not (np.all(np.isfinite(mean_a)) and np.abs(mean_a).max() < 1e4):
+                        status = "diverged"
+                        raise AssimilationDiverged(
+                            f"{label} diverged at chunk {k}: the analysis mean is non-finite or "
+                            f"beyond 1e4; {k} completed chunks were kept")
+                    if hasattr(dyn, "set_summary") and obs.summary_ is not None:
+                        dyn.set_summary(obs.summary_)  # forecast of chunk k + 1 sees chunk k
+                    record = {
+                        "chunk_start": int(start), "context_tokens": int(start) - a,
+                        "tokens": L, "nll": float(token_nll.mean()), "token_nll": token_nll,
+                        "token_id": obs.targets, "innovation": y - token_nll,
+                        "forecast_mean": mean_f, "forecast_spread": _spread(state),
+                        "analysis_mean": mean_a, "analysis_spread": _spread(analysed),
+                        "wall_time": t3 - t0, "wall_time_forecast": t1 - t0,
+                        "wall_time_score": t2 - t1, "wall_time_analysis": t3 - t2,
+                    }
+                    recorder.append(record)
+                    if writer is not None:
+                        writer.append(record)
+                    state = analysed
+                    self.state_ = state
+                    nll_sum += record["nll"]
+                    bar.update(1)
+                    bar.set_postfix(ppl=f"{math.exp(nll_sum / (k + 1)):.4g}")
+                    if callback is not None:
+                        callback(k, record)
+            status = "complete"
+        except BaseException as exc:
+            if status != "diverged" and not isinstance(exc, KeyboardInterrupt):
+                status = f"failed: {type(exc).__name__}"
+            raise
+        finally:
+            bar.close()
+            final = self._final_attrs(recorder, status, time.perf_counter() - t_start)
+            if writer is not None:
+                writer.close(final)
+            self.dataset_ = recorder.to_dataset({**attrs, **final})
+        return self.dataset_
+
+    # --------------------------------------------------------------- metadata
+    def _attrs(self, protocol, flt, label, dyn, ids, starts, n) -> dict:
+        model = self.placement.model
+        dyn_params = dyn.params() if hasattr(dyn, "params") else {"name": type(dyn).__name__}
+        dyn_count = int(getattr(dyn, "num_parameters", 0))
+        q = self.Q if isinstance(self.Q, numbers.Real) else "array"
+        r = self.R if isinstance(self.R, numbers.Real) else "array"
+        return {
+            "title": f"{label} on {type(self.placement).__name__} "
+                     f"({self.model_name or type(model).__name__}), prequential",
+            "method": label, "filter": getattr(flt, "name", type(flt).__name__),
+            "filter_params": json.dumps(flt.params(), default=str),
+            "placement": json.dumps(self.placement.describe(), default=str),
+            "model": self.model_name or type(model).__name__,
+            "seed": int(self.seed), "package": "da-embed", "version": __version__,
+            "created": _now(),
+            "protocol": json.dumps(protocol.describe()), "chunk": protocol.chunk,
+            "context": protocol.context, "stride": protocol.stride,
+            "max_tokens": protocol.max_tokens,
+            "stream_tokens": int(ids.size), "chunks_planned": int(len(starts)),
+            "tokens_planned": int(len(starts) * protocol.chunk),
+            "prequential": "each chunk is scored with the forecast mean (the state estimated "
+                           "from earlier chunks only), then assimilated",
+            "observation": "per-token negative log-likelihoods of the chunk (TokenNLLObservation)",
+            "target": self.target, "decrement": float(self.decrement), "R": r, "Q": q,
+            "P0": float(self.P0), "dynamics": json.dumps(dyn_params, default=str),
+            "state_dim": n, "adaptation_parameters": (0 if label == "frozen" else n + dyn_count),
+        }
+
+    @staticmethod
+    def _final_attrs(recorder: TrajectoryRecorder, status: str, seconds: float) -> dict:
+        K = len(recorder)
+        nll = float(np.mean(recorder.records["nll"])) if K else float("nan")
+        tokens = int(np.sum(recorder.records["tokens"])) if K else 0
+        return {"status": status, "chunks_completed": K, "tokens_scored": tokens,
+                "nll_mean": nll, "perplexity": math.exp(nll) if K else float("nan"),
+                "wall_time_total": float(seconds)}
+
+
+def _spread(state) -> np.ndarray:
+    return np.asarray(state.spread, dtype=float)
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

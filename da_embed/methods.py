@@ -1,0 +1,196 @@
+"""Method names of the online comparison and the objects they build.
+
+A *method* is anything with the :class:`filters.Filter` interface: a filter of
+:mod:`filters` or a baseline of :mod:`da_embed.baselines`.
+
+==========  ==========================================================  =================
+name        what it is                                                  state
+==========  ==========================================================  =================
+frozen      the unmodified model (no adaptation)                        point
+dyneval     dynamic evaluation: Adam steps on the chunk NLL             point
+verify      the seeds' verification rule, revealed-token scores         point
+ekf         extended Kalman filter, exact per-token gradients           mean + n x n cov
+3dvar       3D-Var (static B = P0 I), Gauss-Newton on the chunk         mean
+enkf        stochastic EnKF (perturbed observations), N members         ensemble
+etkf        ensemble transform Kalman filter, N members                 ensemble
+ensrf       serial ensemble square-root filter, N members               ensemble
+denkf       deterministic EnKF, N members                               ensemble
+ukf         unscented Kalman filter, 2n + 1 sigma points (small n)      mean + n x n cov
+==========  ==========================================================  =================
+
+Not offered: ``letkf`` (token observations have no position in the state
+index, so localisation has nothing to act on; see :data:`UNAVAILABLE`) and
+``4dvar`` (the variational filters take one observation operator for every
+time of a window; each chunk has its own).
+"""
+
+from __future__ import annotations
+
+from filters import EKF, UKF, DEnKF, EnKF, EnSRF, ETKF, Filter
+
+from .baselines import DynamicEvaluation, Frozen, VerificationRule
+
+__all__ = ["METHODS", "UNAVAILABLE", "make_method", "parse_methods", "method_label",
+           "split_method"]
+
+#: Method names and one-line descriptions (the CLI's --help prints them).
+METHODS = {
+    "frozen": "the unmodified model (no adaptation)",
+    "dyneval": "dynamic evaluation (Krause et al. 2018): Adam steps on the chunk NLL",
+    "verify": "the seeds' verification rule with revealed-token scores (K = --members)",
+    "ekf": "extended Kalman filter with exact per-token gradients (Ollivier 2018)",
+    "3dvar": "3D-Var with a static background B = P0 I (Gauss-Newton)",
+    "enkf": "stochastic EnKF (perturbed observations), N = --members",
+    "etkf": "ensemble transform Kalman filter, N = --members",
+    "ensrf": "serial ensemble square-root filter, N = --members",
+    "denkf": "deterministic EnKF, N = --members",
+    "ukf": "unscented Kalman filter, 2n + 1 sigma points (use a small state or --subspace)",
+}
+
+#: Names that are recognised but not offered, with the reason.
+UNAVAILABLE = {
+    "letkf": "the LETKF localises by distance between state components and observations, "
+             "but a token's NLL depends on every state component (it has no position in "
+             "the state index), so every local analysis would use every token and the LETKF "
+             "would equal the ETKF at n times the cost; use etkf",
+    "4dvar": "4D-Var over a window of chunks needs a different observation operator for each "
+             "chunk of the window, which filters' variational solvers do not take yet; use "
+             "3dvar or ekf",
+}
+
+#: Methods whose state carries an n x n covariance.
+COVARIANCE_METHODS = ("ekf", "ukf", "3dvar")
+#: Methods that use an ensemble of ``members`` states.
+ENSEMBLE_METHODS = ("enkf", "etkf", "ensrf", "denkf", "verify")
+
+
+def _canonical(name: str) -> str:
+    key = str(name).strip().lower().replace("-", "").replace("_", "")
+    aliases = {"3dvar": "3dvar", "var3d": "3dvar", "4dvar": "4dvar", "dynamiceval": "dyneval",
+               "verification": "verify"}
+    return aliases.get(key, key)
+
+
+def make_method(name: str, *, members: int = 16, P0: float | None = None, **options) -> Filter:
+    """The filter or baseline a method name stands for.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`METHODS` (case-insensitive).
+    members : int, default 16
+        Ensemble size N of the ensemble filters, candidates K of ``verify``.
+    P0 : float, optional
+        Prior variance; sets 3D-Var's static ``B = P0 I`` (its ``xB``).
+    **options
+        Keyword arguments of the class (e.g. ``lr=0.03`` for ``dyneval``,
+        ``inflation=1.05`` for ``etkf``).
+
+    Returns
+    -------
+    filters.Filter
+
+    Raises
+    ------
+    ValueError
+        For an unknown or unavailable name (the message says why), or
+        ``members < 2`` for an ensemble method.
+
+    Examples
+    --------
+    >>> make_method("etkf", members=8)
+    ETKF(N=8, inflation=None, rotate=False)
+    >>> make_method("dyneval", lr=0.03).lr
+    0.03
+    """
+    key = _canonical(name)
+    if key in UNAVAILABLE:
+        raise ValueError(f"method {name!r} is not available: {UNAVAILABLE[key]}")
+    if key not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    if key in ENSEMBLE_METHODS:
+        if isinstance(members, bool) or not isinstance(members, int) or members < 2:
+            raise ValueError(f"members must be an integer >= 2 for {key} (an ensemble needs at "
+                             f"least two members), got {members!r}")
+    try:
+        if key == "frozen":
+            return Frozen(**options)
+        if key == "dyneval":
+            return DynamicEvaluation(**options)
+        if key == "verify":
+            return VerificationRule(K=members, **options)
+        if key == "ekf":
+            return EKF(**options)
+        if key == "ukf":
+            return UKF(**options)
+        if key == "3dvar":
+            from filters import Var3D
+
+            opts = {"B": "eye", "maxiter": 20, "gtol": 1e-4, **({} if P0 is None else {"xB": P0}),
+                    **options}
+            return Var3D(**opts)
+        cls = {"enkf": EnKF, "etkf": ETKF, "ensrf": EnSRF, "denkf": DEnKF}[key]
+        return cls(N=members, **options)
+    except TypeError as exc:
+        raise ValueError(f"bad option for method {key!r}: {exc}") from None
+
+
+def method_label(name: str) -> str:
+    """The canonical spelling of a method name (``"3D-Var"`` -> ``"3dvar"``).
+
+    Examples
+    --------
+    >>> method_label("3D-Var")
+    '3dvar'
+    """
+    return _canonical(name)
+
+
+def split_method(label: str) -> tuple[str, str | None]:
+    """Split ``"name@subspace"`` into the method name and its subspace (or None).
+
+    Examples
+    --------
+    >>> split_method("etkf@fisher:8"), split_method("ekf")
+    (('etkf', 'fisher:8'), ('ekf', None))
+    """
+    name, sep, sub = str(label).partition("@")
+    return _canonical(name), (sub.strip() if sep else None)
+
+
+def parse_methods(spec) -> list[str]:
+    """Split and check a comma-separated list of methods (duplicates dropped).
+
+    A method may carry its own subspace after ``@`` (``etkf@fisher:8``,
+    ``ukf@random:4``), overriding the run's ``--subspace`` for that method;
+    the labels keep it.
+
+    Examples
+    --------
+    >>> parse_methods("frozen, EKF,etkf@fisher:8")
+    ['frozen', 'ekf', 'etkf@fisher:8']
+    """
+    from .subspaces import parse_subspace
+
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    out = []
+    for raw in names:
+        if not str(raw).strip():
+            continue
+        key, sub = split_method(raw)
+        if key in UNAVAILABLE:
+            raise ValueError(f"method {str(raw).strip()!r} is not available: {UNAVAILABLE[key]}")
+        if key not in METHODS:
+            raise ValueError(f"unknown method {str(raw).strip()!r}; choose from "
+                             f"{', '.join(METHODS)}")
+        if sub is not None:
+            parsed = parse_subspace(sub)
+            if parsed is None:
+                raise ValueError(f"method {str(raw).strip()!r}: give a subspace after '@' "
+                                 "(random:k or fisher:k)")
+            key = f"{key}@{parsed[0]}:{parsed[1]}"
+        if key not in out:
+            out.append(key)
+    if not out:
+        raise ValueError(f"methods is empty; choose from {', '.join(METHODS)}")
+    return out

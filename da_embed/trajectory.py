@@ -1,0 +1,279 @@
+"""Trajectory logs of online runs: one CF-style netCDF4 file per run, appended per chunk.
+
+The layout follows DESIGN.md section 5 and :func:`filters.assimilate` where
+they overlap (``forecast_mean``, ``analysis_mean``, spreads, ``innovation``,
+``wall_time`` on dims ``time``, ``state``, ``obs``), plus the language-model
+quantities (per-chunk and per-token NLL, token ids, timing of each step).
+``time`` is the chunk index and is an *unlimited* netCDF dimension: the
+writer appends one chunk at a time and syncs the file, so a run that is
+interrupted (Ctrl-C) or killed keeps every chunk it completed.  While a run
+is writing, HDF5's file lock keeps other processes from opening the file;
+set ``HDF5_USE_FILE_LOCKING=FALSE`` in the reader's environment to peek at
+a live run (the file is consistent after every chunk).
+
+Shapes: T chunks, n state size, L tokens per chunk, n_full the size of the
+placement's own state when the filter state is a subspace of it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["VARIABLES", "TrajectoryWriter", "TrajectoryRecorder", "open_trajectory",
+           "netcdf_attrs"]
+
+#: Per-chunk variables: name -> (dims, dtype, long_name, units).
+VARIABLES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
+    "chunk_start": (("time",), "i8", "stream index of the chunk's first target token", "1"),
+    "context_tokens": (("time",), "i8", "tokens of context before the chunk's first target", "1"),
+    "tokens": (("time",), "i8", "number of tokens scored in the chunk", "1"),
+    "nll": (("time",), "f8", "mean negative log-likelihood of the chunk's tokens under the "
+            "forecast mean (prequential score)", "nat"),
+    "token_nll": (("time", "obs"), "f8", "negative log-likelihood of each token of the chunk "
+                  "under the forecast mean (prequential score)", "nat"),
+    "token_id": (("time", "obs"), "i8", "token id of each target token of the chunk", "1"),
+    "innovation": (("time", "obs"), "f8", "pseudo-observation minus the per-token NLL under "
+                   "the forecast mean", "nat"),
+    "forecast_mean": (("time", "state"), "f8", "forecast mean of the state (log-scales) used "
+                      "to score the chunk", "1"),
+    "forecast_spread": (("time", "state"), "f8", "forecast standard deviation of the state",
+                        "1"),
+    "analysis_mean": (("time", "state"), "f8", "analysis mean of the state after "
+                      "assimilating the chunk", "1"),
+    "analysis_spread": (("time", "state"), "f8", "analysis standard deviation of the state",
+                        "1"),
+    "wall_time": (("time",), "f8", "wall time of forecast, scoring and analysis", "s"),
+    "wall_time_forecast": (("time",), "f8", "wall time of the forecast step", "s"),
+    "wall_time_score": (("time",), "f8", "wall time of scoring the chunk (includes the LM "
+                        "trunk pass)", "s"),
+    "wall_time_analysis": (("time",), "f8", "wall time of the analysis step", "s"),
+}
+
+_COORDS = {
+    "time": {"long_name": "assimilation cycle (chunk index)", "units": "1", "axis": "T"},
+    "state": {"long_name": "state component index", "units": "1"},
+    "obs": {"long_name": "token position within the chunk", "units": "1"},
+    "state_full": {"long_name": "component index of the placement's full state", "units": "1"},
+}
+
+#: Static variables written once: name -> (dims, long_name, units).
+STATIC = {
+    "subspace_basis": (("state_full", "state"), "orthonormal subspace basis P "
+                       "(full state s = s_ref + P z)", "1"),
+    "subspace_reference": (("state_full",), "subspace reference state s_ref", "1"),
+}
+
+
+def _attr(value: Any):
+    """A netCDF-storable attribute value (JSON for containers, text for None)."""
+    if value is None:
+        return "none"
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (int, float, str)):
+        return value
+    return json.dumps(value, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
+def netcdf_attrs(attrs: dict) -> dict:
+    """Attributes made netCDF-storable (see :func:`_attr`), CF ``Conventions`` first.
+
+    Examples
+    --------
+    >>> netcdf_attrs({"a": None, "b": {"x": 1}, "c": True})
+    {'Conventions': 'CF-1.8', 'a': 'none', 'b': '{"x": 1}', 'c': 1}
+    """
+    out = {"Conventions": "CF-1.8"}
+    out.update({k: _attr(v) for k, v in attrs.items()})
+    return out
+
+
+def _created() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class TrajectoryRecorder:
+    """Per-chunk records in memory; :meth:`to_dataset` builds the xarray Dataset.
+
+    Parameters
+    ----------
+    n, L : int
+        State size and tokens per chunk.
+    static : dict, optional
+        Static variables of :data:`STATIC` (name -> array).
+
+    Examples
+    --------
+    >>> rec = TrajectoryRecorder(2, 3)
+    >>> rec.to_dataset({"method": "frozen"}).sizes["time"]
+    0
+    """
+
+    def __init__(self, n: int, L: int, static: dict | None = None) -> None:
+        self.n, self.L = int(n), int(L)
+        self.static = dict(static or {})
+        self.records: dict[str, list] = {k: [] for k in VARIABLES}
+
+    def __len__(self) -> int:
+        return len(self.records["nll"])
+
+    def append(self, record: dict) -> None:
+        """Add one chunk (a dict with every name of :data:`VARIABLES`)."""
+        for k in VARIABLES:
+            self.records[k].append(np.asarray(record[k]))
+
+    def to_dataset(self, attrs: dict) -> xr.Dataset:
+        """The Dataset of the chunks recorded so far (CF attributes on everything)."""
+        T = len(self)
+        shapes = {"time": (T,), "state": (self.n,), "obs": (self.L,)}
+        data = {}
+        for k, (dims, dtype, long_name, units) in VARIABLES.items():
+            shape = tuple(s for d in dims for s in shapes[d])
+            vals = (np.stack(self.records[k]).astype(dtype) if T
+                    else np.zeros(shape, dtype=dtype))
+            data[k] = xr.Variable(dims, vals.reshape(shape),
+                                  {"long_name": long_name, "units": units})
+        coords = {"time": ("time", np.arange(T), _COORDS["time"]),
+                  "state": ("state", np.arange(self.n), _COORDS["state"]),
+                  "obs": ("obs", np.arange(self.L), _COORDS["obs"])}
+        for k, arr in self.static.items():
+            dims, long_name, units = STATIC[k]
+            data[k] = xr.Variable(dims, np.asarray(arr, dtype=float),
+                                  {"long_name": long_name, "units": units})
+            if "state_full" not in coords:
+                coords["state_full"] = ("state_full", np.arange(np.shape(arr)[0]),
+                                        _COORDS["state_full"])
+        return xr.Dataset(data, coords=coords, attrs=netcdf_attrs(attrs))
+
+
+class TrajectoryWriter:
+    """Append chunks to a netCDF4 file as they complete (unlimited ``time``).
+
+    Every :meth:`append` writes one chunk and syncs the file, and
+    ``chunks_completed`` is updated, so an interrupted run keeps every
+    completed chunk; :meth:`close` (also on exceptions, as a context manager)
+    writes the final attributes.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output file (parent folders are created; an existing file is replaced).
+    n, L : int
+        State size and tokens per chunk.
+    attrs : dict
+        Global attributes (converted with :func:`netcdf_attrs`).
+    static : dict, optional
+        Static variables of :data:`STATIC`.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.nc")
+    >>> with TrajectoryWriter(path, n=2, L=3, attrs={"method": "frozen"}) as w:
+    ...     pass
+    >>> int(open_trajectory(path).attrs["chunks_completed"])
+    0
+    """
+
+    def __init__(self, path, n: int, L: int, attrs: dict, static: dict | None = None) -> None:
+        import netCDF4
+
+        self.path = os.fspath(path)
+        parent = os.path.dirname(self.path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        self.n, self.L, self.count = int(n), int(L), 0
+        ds = netCDF4.Dataset(self.path, "w", format="NETCDF4")
+        self._ds = ds
+        try:
+            ds.setncatts(netcdf_attrs({**attrs, "chunks_completed": 0}))
+            ds.createDimension("time", None)
+            ds.createDimension("state", self.n)
+            ds.createDimension("obs", self.L)
+            for name, size in (("state", self.n), ("obs", self.L)):
+                v = ds.createVariable(name, "i8", (name,))
+                v.setncatts(_COORDS[name])
+                v[:] = np.arange(size)
+            t = ds.createVariable("time", "i8", ("time",))
+            t.setncatts(_COORDS["time"])
+            for k, (dims, dtype, long_name, units) in VARIABLES.items():
+                fill = {"fill_value": np.nan} if dtype == "f8" else {}
+                v = ds.createVariable(k, dtype, dims, **fill)
+                v.setncatts({"long_name": long_name, "units": units})
+            for k, arr in (static or {}).items():
+                arr = np.asarray(arr, dtype=float)
+                if "state_full" not in ds.dimensions:
+                    ds.createDimension("state_full", arr.shape[0])
+                    c = ds.createVariable("state_full", "i8", ("state_full",))
+                    c.setncatts(_COORDS["state_full"])
+                    c[:] = np.arange(arr.shape[0])
+                dims, long_name, units = STATIC[k]
+                v = ds.createVariable(k, "f8", dims)
+                v.setncatts({"long_name": long_name, "units": units})
+                v[...] = arr
+            ds.sync()
+        except BaseException:
+            ds.close()
+            raise
+
+    def append(self, record: dict) -> None:
+        """Write one chunk and sync the file."""
+        k = self.count
+        ds = self._ds
+        ds["time"][k] = k
+        for name, (dims, _, _, _) in VARIABLES.items():
+            if len(dims) == 1:
+                ds[name][k] = record[name]
+            else:
+                ds[name][k, :] = np.asarray(record[name])
+        self.count = k + 1
+        ds.setncattr("chunks_completed", self.count)
+        ds.sync()
+
+    def close(self, attrs: dict | None = None) -> None:
+        """Write final attributes and close (harmless twice)."""
+        if self._ds is None:
+            return
+        try:
+            if attrs:
+                self._ds.setncatts(netcdf_attrs(attrs))
+        finally:
+            self._ds.close()
+            self._ds = None
+
+    def __enter__(self) -> "TrajectoryWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_trajectory(path) -> xr.Dataset:
+    """Load a trajectory file fully into memory (the file is closed after).
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    xarray.Dataset
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no trajectory file at {os.fspath(path)!r}")
+    return xr.load_dataset(path, engine="netcdf4")
