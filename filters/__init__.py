@@ -24,6 +24,9 @@ from .metrics import crps_ensemble, rank_histogram, rmse, time_average
 from .settings import Setting, Simulation, linear_gaussian, sakov2008, sakov2012
 from .states import EnsembleState, GaussianState
 from .unscented import UKF
+from .variational import (NonFiniteCostError, StrongConstraint4DVar, Var3D,
+                          VariationalConvergenceWarning, WeakConstraint4DVar, climatology,
+                          estimate_Q)
 
 
 def _version() -> str:
@@ -40,7 +43,8 @@ __version__ = _version()
 __all__ = [
     # filters
     "Filter", "KalmanFilter", "EKF", "UKF", "EnKF", "ETKF", "DEnKF", "EnSRF", "LETKF",
-    "rts_smoother",
+    "rts_smoother", "Var3D", "StrongConstraint4DVar", "WeakConstraint4DVar",
+    "climatology", "estimate_Q", "NonFiniteCostError", "VariationalConvergenceWarning",
     # inflation
     "Inflation", "MultiplicativeInflation", "AdditiveInflation", "RTPP", "RTPS",
     # states and covariances

@@ -157,11 +157,13 @@ def _gaspari_cohn(r):
         r2 = r * r
         r3 = r2 * r
         return 1.0 + r2 * (-r3 / 4.0 + r2 / 2.0) + r3 * (5.0 / 8.0) - r2 * (5.0 / 3.0)
-    if r <= 2.0:
+    if r < 2.0:
         r2 = r * r
         r3 = r2 * r
-        return (r2 * (r3 / 12.0 - r2 / 2.0) + r3 * (5.0 / 8.0) + r2 * (5.0 / 3.0)
-                - r * 5.0 + 4.0 - (2.0 / 3.0) / r)
+        # The polynomial falls to 0 like (2 - r)^3: clip roundoff (about -3e-16
+        # near r = 2) so that the coefficients stay in [0, 1].
+        return max(0.0, r2 * (r3 / 12.0 - r2 / 2.0) + r3 * (5.0 / 8.0) + r2 * (5.0 / 3.0)
+                   - r * 5.0 + 4.0 - (2.0 / 3.0) / r)
     return 0.0
 
 

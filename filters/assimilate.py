@@ -23,7 +23,8 @@ __all__ = ["assimilate", "DivergenceError", "summarize"]
 
 
 class DivergenceError(RuntimeError):
-    """The filter's state became non-finite or exploded.
+    """The filter's state became non-finite or exploded (or its covariance lost
+    positive definiteness: the original ``LinAlgError`` is the ``__cause__``).
 
     Attributes
     ----------
@@ -100,7 +101,9 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
         innovations, truth, RMSE, CRPS and truth ranks (ensembles), wall time
         per cycle; attributes carry the filter and its parameters (JSON), the
         setting, the seed, the package version and time averages after burn-in
-        with autocorrelation-corrected standard errors.
+        with autocorrelation-corrected standard errors.  Windowed filters
+        (4D-Var, ``filter.windowed``) run window by window and add per-window
+        variables (dim ``window``); see :mod:`filters.variational`.
 
     Raises
     ------
@@ -128,6 +131,18 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
     if ys.ndim != 2 or ys.shape[1] != m:
         raise ValueError(f"simulation.observations must have shape (T, {m}), got {ys.shape}")
     truth = None if sim.truth is None else np.asarray(sim.truth, dtype=float)
+    if np.shape(sim.times) != (T,):
+        raise ValueError(f"simulation.times must have shape ({T},) like the observations, "
+                         f"got {np.shape(sim.times)}")
+    if truth is not None and truth.shape != (T, n):
+        raise ValueError(f"simulation.truth must have shape ({T}, {n}), got {truth.shape}")
+
+    if getattr(filter, "windowed", False):
+        # 4D-Var: whole windows of observations at a time (filters.variational).
+        from .variational._runner import assimilate_windows
+
+        return assimilate_windows(filter, setting, sim, ys, truth, seed=seed, store_cov=store_cov,
+                                  divergence_threshold=divergence_threshold, progress=progress)
 
     filter.prepare(setting.model, setting.obs)
     state = filter.initialize(setting.prior, flt_rng)
@@ -149,17 +164,27 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
     for k in range(T):
         t0 = float(sim.times[k]) - setting.dt_obs
         tic = _time.perf_counter()
-        fc = filter.forecast(state, model, t0, dt, nsteps, Q, flt_rng)
-        an = filter.analysis(fc, ys[k], obs, R, flt_rng)
+        try:
+            fc = filter.forecast(state, model, t0, dt, nsteps, Q, flt_rng)
+            mean_f = fc.mean
+            # Check the forecast too: the analysis of a non-finite forecast would
+            # fail in its linear algebra before the divergence could be reported.
+            if _diverged(mean_f, divergence_threshold):
+                raise _divergence_error(
+                    filter, setting, sim, seed, log, k, truth, is_ens,
+                    f"the forecast mean is non-finite or beyond {divergence_threshold:g}")
+            an = filter.analysis(fc, ys[k], obs, R, flt_rng)
+        except np.linalg.LinAlgError as exc:
+            # A covariance that lost positive definiteness mid-run (e.g. after a
+            # huge forecast spread) is a diverged filter too; keep the cycles so far.
+            raise _divergence_error(filter, setting, sim, seed, log, k, truth, is_ens,
+                                    f"linear algebra failed ({exc})") from exc
         toc = _time.perf_counter()
         mean_a = an.mean
-        if not (np.all(np.isfinite(mean_a)) and np.abs(mean_a).max() < divergence_threshold):
-            ds = _to_dataset(filter, setting, sim, seed, log, k, truth, is_ens)
-            raise DivergenceError(
-                f"{filter.name} diverged at cycle {k} (t = {sim.times[k]:g}): the analysis mean "
-                f"is non-finite or beyond {divergence_threshold:g}; {k} cycles were kept in "
-                "the error's `dataset`", ds, k)
-        mean_f = fc.mean
+        if _diverged(mean_a, divergence_threshold):
+            raise _divergence_error(
+                filter, setting, sim, seed, log, k, truth, is_ens,
+                f"the analysis mean is non-finite or beyond {divergence_threshold:g}")
         log.mf[k], log.ma[k], log.sf[k], log.sa[k] = mean_f, mean_a, fc.spread, an.spread
         log.innov[k] = ys[k] - obs(mean_f)
         log.used[k] = np.count_nonzero(~np.isnan(ys[k]))
@@ -178,8 +203,28 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
     return _to_dataset(filter, setting, sim, seed, log, done, truth, is_ens)
 
 
-def _to_dataset(filter, setting, sim, seed, log: _Log, K: int, truth, is_ens) -> xr.Dataset:
-    """Build the CF-style Dataset of the first K cycles."""
+def _diverged(mean: np.ndarray, threshold: float) -> bool:
+    """Whether a state mean is non-finite or has a component beyond ``threshold``."""
+    return not (np.all(np.isfinite(mean)) and np.abs(mean).max() < threshold)
+
+
+def _divergence_error(filter, setting, sim, seed, log: _Log, k: int, truth, is_ens,
+                      reason: str) -> DivergenceError:
+    """A DivergenceError at cycle k carrying the Dataset of cycles 0..k-1."""
+    ds = _to_dataset(filter, setting, sim, seed, log, k, truth, is_ens)
+    return DivergenceError(
+        f"{filter.name} diverged at cycle {k} (t = {sim.times[k]:g}): {reason}; {k} cycles "
+        "were kept in the error's `dataset`", ds, k)
+
+
+def _to_dataset(filter, setting, sim, seed, log: _Log, K: int, truth, is_ens, *,
+                extra_vars: dict | None = None, extra_coords: dict | None = None,
+                extra_attrs: dict | None = None) -> xr.Dataset:
+    """Build the CF-style Dataset of the first K cycles.
+
+    ``extra_vars``, ``extra_coords`` and ``extra_attrs`` add filter-specific
+    output (e.g. the per-window variables of 4D-Var).
+    """
     times = np.asarray(sim.times[:K], dtype=float)
     n, m = setting.model.ndim, setting.obs.nobs
     ts, tso = ("time", "state"), ("time", "obs")
@@ -240,6 +285,9 @@ def _to_dataset(filter, setting, sim, seed, log: _Log, K: int, truth, is_ens) ->
         "burn_in": float(setting.burn_in),
         "cycles_completed": int(K),
     }
+    v.update(extra_vars or {})
+    coords.update(extra_coords or {})
+    attrs.update(extra_attrs or {})
     ds = xr.Dataset(v, coords=coords, attrs=attrs)
     ds.attrs.update(summarize(ds))
     return ds

@@ -78,7 +78,7 @@ def kalman_analysis(mean: np.ndarray, cov: np.ndarray, innovation: np.ndarray, H
     >>> from filters.covariance import as_covariance
     >>> m, P = kalman_analysis(np.zeros(1), np.eye(1), np.array([1.0]), np.eye(1),
     ...                        as_covariance(1.0, 1))
-    >>> m.tolist(), P.tolist()
+    >>> m.round(12).tolist(), P.round(12).tolist()
     ([0.5], [[0.5]])
     """
     PHt = cov @ H.T  # (n, m)
@@ -172,6 +172,9 @@ class KalmanFilter(Filter):
         return GaussianState(prior.mean.copy(), prior.cov.copy())
 
     def forecast(self, state, model, t, dt, nsteps, Q, rng):
+        if not getattr(model, "linear", False):
+            raise ValueError(f"model {type(model).__name__} is not linear (model.linear is False); "
+                             "the Kalman filter needs a linear model (use EKF or UKF)")
         m, P = state.mean, state.cov
         Qk = None if Q is None else Q.dense * dt
         for k in range(nsteps):

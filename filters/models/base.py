@@ -20,6 +20,8 @@ class Model(ABC):
 
     #: State dimension n.
     ndim: int
+    #: Whether the step is linear in x (then :meth:`jacobian` is its matrix).
+    linear: bool = False
 
     @abstractmethod
     def step(self, x: np.ndarray, t: float, dt: float) -> np.ndarray:

@@ -27,6 +27,8 @@ class LinearGaussian(Model):
     [1.2, 2.0]
     """
 
+    linear = True
+
     def __init__(self, M):
         self.M = as_float_array(M, "M", ndim=2)
         if self.M.shape[0] != self.M.shape[1]:
