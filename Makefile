@@ -37,6 +37,7 @@ test-all: $(VENV)/.stamp-test
 
 bench: $(VENV)/.stamp-bench
 	$(VPY) tests/benchmarks/run_benchmarks.py
+	$(VPY) tests/benchmarks/bench_variational.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

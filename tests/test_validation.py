@@ -347,3 +347,15 @@ def test_kalman_filter_refuses_nonlinear_model():
 
     with pytest.raises(ValueError, match="model Lorenz63 is not linear"):
         assimilate(KalmanFilter(), sakov2012(n_obs=5), seed=0)
+
+
+def test_blas_threads_is_validated_and_does_not_change_results():
+    from filters import ETKF, assimilate
+    from filters.settings import sakov2008
+
+    s = sakov2008(n_obs=30)
+    with pytest.raises(ValueError, match="blas_threads"):
+        assimilate(ETKF(N=10), s, blas_threads=0)
+    a = assimilate(ETKF(N=10, inflation=1.02), s, seed=3, blas_threads="auto")
+    b = assimilate(ETKF(N=10, inflation=1.02), s, seed=3, blas_threads=None)
+    np.testing.assert_allclose(a["analysis_mean"].values, b["analysis_mean"].values, rtol=1e-12)
