@@ -17,6 +17,18 @@ chunk.  For every chunk k:
    and noise ``R = r I``;
 4. *log*: the chunk is appended to the trajectory (and its netCDF file).
 
+Windowed methods (``4dvar``, ``w4dvar``: filters with ``windowed = True``)
+replace step 3 by a sliding-window analysis (:class:`WindowedAnalysis`): at
+chunk k, after chunk k is scored, the window of chunks ``j0 = k - W + 1 .. k``
+(fewer at the start) is solved at once, one observation operator per chunk,
+with the forecast model between chunks; the background at chunk ``j0`` is the
+analysis of chunk ``j0 - 1`` moved one step (the prior at ``j0 = 0``) with the
+static ``B = P0 I``, so every chunk enters each window's cost once, and the
+window's state at chunk k is the analysis.  Scoring chunk k + 1 uses that
+analysis moved one step, so the protocol stays prequential.  These runs also
+log per chunk ``window_chunks``, ``cost_start``, ``cost_end``, ``iterations``
+and ``converged``.
+
 The protocol (:class:`PrequentialConfig`: chunk, context, stride, token
 limit) is stored with every result.  Chunk k's targets are the stream tokens
 ``start_k .. start_k + chunk - 1`` with ``start_k = 1 + k * stride``; each is
@@ -50,9 +62,10 @@ from .dynamics import RandomWalk
 from .methods import make_method, method_label
 from .observations import TARGETS, TokenNLLObservation, predicted_observation, pseudo_observation
 from .placements import Placement, Subspace
-from .trajectory import TrajectoryRecorder, TrajectoryWriter
+from .trajectory import WINDOW_VARIABLES, TrajectoryRecorder, TrajectoryWriter
 
-__all__ = ["PrequentialConfig", "OnlineAssimilator", "AssimilationDiverged", "max_positions"]
+__all__ = ["PrequentialConfig", "OnlineAssimilator", "AssimilationDiverged", "max_positions",
+           "WindowedAnalysis"]
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -144,6 +157,69 @@ def max_positions(model) -> int | None:
         if isinstance(v, numbers.Integral) and v > 0:
             return int(v)
     return None
+
+
+class WindowedAnalysis:
+    """Sliding-window (4D-Var) analyses over the last ``W`` chunks of a run.
+
+    Keeps the observation operator and pseudo-observation of the last ``W``
+    chunks and the analysis of each chunk.  :meth:`analyse` at chunk k solves
+    the window of chunks ``j0 = max(0, k - W + 1) .. k`` with the filter's
+    :meth:`~filters.variational.StrongConstraint4DVar.solve` (a sequence of
+    per-chunk operators, ``dynamics`` between chunks, one step of ``dt = 1``
+    per chunk starting at time ``j0``); its background is the analysis of
+    chunk ``j0 - 1`` moved one step with ``dynamics`` (the prior mean when
+    ``j0 = 0``) with the filter's static ``B``.  It returns the state at
+    chunk k (mean and Gauss-Newton covariance).
+
+    Parameters
+    ----------
+    flt : StrongConstraint4DVar or WeakConstraint4DVar
+        ``flt.window`` is ``W``.
+    dynamics : filters.models.Model
+    prior_mean : ndarray (n,)
+    R : Covariance
+        Observation noise of one chunk (L, L).
+    Q : Covariance or None
+        The run's process noise per chunk; weak constraint uses the filter's
+        resolved ``window_Q_`` (its own ``Q``, else this one).
+    """
+
+    def __init__(self, flt, dynamics, prior_mean, R, Q) -> None:
+        from collections import deque
+
+        self.flt, self.dynamics, self.R = flt, dynamics, R
+        self.Q = getattr(flt, "window_Q_", None) if getattr(flt, "_weak", False) else Q
+        self.W = int(flt.window)
+        self.prior_mean = np.asarray(prior_mean, dtype=float)
+        self.chunks = deque(maxlen=self.W)  # (operator, pseudo-observation)
+        self.analyses: dict[int, np.ndarray] = {}
+
+    def analyse(self, k: int, obs, y):
+        """Assimilate chunk k (operator ``obs``, pseudo-observation ``y``); (state, info)."""
+        from filters.states import GaussianState
+
+        flt = self.flt
+        self.chunks.append((obs, np.asarray(y, dtype=float)))
+        p = len(self.chunks)
+        j0 = k - p + 1
+        if j0 == 0:
+            xb = self.prior_mean
+        else:
+            xb = np.asarray(self.dynamics.step(self.analyses[j0 - 1], float(j0 - 1), 1.0),
+                            dtype=float)
+        B = flt._B_static_dense
+        ops = [c[0] for c in self.chunks]
+        Y = np.stack([c[1] for c in self.chunks])  # (p, L)
+        res = flt.solve(GaussianState(xb, B), Y, np.arange(p), p - 1, self.dynamics, ops,
+                        self.R, t0=float(j0), dt=1.0, Q=self.Q)
+        mean = np.asarray(res.trajectory[-1], dtype=float)
+        cov = res.cov(p - 1) if res.has_covariance else B
+        self.analyses[k] = mean
+        self.analyses.pop(k - self.W, None)  # only chunks k - W + 1 .. k start later windows
+        info = {"window_chunks": p, "cost_start": res.cost_start, "cost_end": res.cost_end,
+                "iterations": res.iterations, "converged": int(res.converged)}
+        return GaussianState(mean, cov), info
 
 
 class _DiagonalPrior:
@@ -285,7 +361,8 @@ class OnlineAssimilator:
             raise ValueError(f"method must be a method name or a filters.Filter, got "
                              f"{type(self.method).__name__}")
         flt.validate()
-        dense = getattr(flt, "name", "") in ("EKF", "UKF", "KF", "3D-Var")
+        dense = getattr(flt, "name", "") in ("EKF", "UKF", "KF", "3D-Var", "4D-Var",
+                                             "weak 4D-Var")
         if dense and n > self.max_dense_state:
             raise ValueError(f"{label} keeps an n x n covariance; n = {n} exceeds max_dense_state "
                              f"= {self.max_dense_state}: use a Subspace (--subspace fisher:k)")
@@ -305,6 +382,14 @@ class OnlineAssimilator:
         else:
             Qc = as_covariance(Q, n, "Q")
         as_covariance(self.R, protocol.chunk, "R")  # checked before any work
+        if getattr(flt, "windowed", False):
+            if hasattr(dyn, "set_summary"):
+                raise ValueError(f"{label} re-runs the dynamics over a window of chunks; "
+                                 f"{type(dyn).__name__} reads each chunk's summary and is not "
+                                 "supported there: use the random walk (the default dynamics)")
+            if getattr(flt, "_weak", False) and Qc is None and getattr(flt, "Q", None) is None:
+                raise ValueError(f"{label} (weak-constraint 4D-Var) needs a model-error "
+                                 "covariance: Q must be > 0")
         return protocol, flt, label, dyn, Qc, n
 
     def _check_stream(self, token_ids, protocol) -> np.ndarray:
@@ -376,8 +461,10 @@ class OnlineAssimilator:
             static = {"subspace_basis": self.placement.basis.numpy(),
                       "subspace_reference": self.placement.reference.numpy()}
         attrs = self._attrs(protocol, flt, label, dyn, ids, starts, n)
-        recorder = TrajectoryRecorder(n, L, static)
-        writer = None if out is None else TrajectoryWriter(out, n, L, attrs, static)
+        windowed = bool(getattr(flt, "windowed", False))
+        extra = tuple(WINDOW_VARIABLES) if windowed else ()
+        recorder = TrajectoryRecorder(n, L, static, extra)
+        writer = None if out is None else TrajectoryWriter(out, n, L, attrs, static, extra)
         self.filter_ = flt
         status = "interrupted"
         bar = tqdm(total=len(starts), desc=label, disable=not self.progress, leave=False,
@@ -385,7 +472,12 @@ class OnlineAssimilator:
         t_start = time.perf_counter()
         try:
             with self.placement.attached():
-                state = flt.initialize(_DiagonalPrior(n, self.P0), rng)
+                prior = _DiagonalPrior(n, self.P0)
+                state = flt.initialize(prior, rng)
+                window = None
+                if windowed:
+                    flt.setup(dyn, None, prior, 1.0, Q)
+                    window = WindowedAnalysis(flt, dyn, prior.mean, R, Q)
                 nll_sum = 0.0
                 for k, start in enumerate(starts):
                     t0 = time.perf_counter()
@@ -393,8 +485,8 @@ class OnlineAssimilator:
                         state = flt.forecast(state, dyn, float(k - 1), 1.0, 1, Q, rng)
                     t1 = time.perf_counter()
                     a = max(0, int(start) - ctx)
-                    window = ids[a:int(start) + L]  # context + chunk
-                    obs = TokenNLLObservation(self.placement, window, L,
+                    tokens = ids[a:int(start) + L]  # context + chunk
+                    obs = TokenNLLObservation(self.placement, tokens, L,
                                               member_batch=self.member_batch)
                     mean_f = np.asarray(state.mean, dtype=float)
                     token_nll = obs.score(mean_f)  # (L,) prequential: earlier chunks only
@@ -407,7 +499,11 @@ class OnlineAssimilator:
                     flt.prepare(dyn, obs)
                     y = pseudo_observation(predicted_observation(flt, state, obs),
                                            self.target, self.decrement)
-                    analysed = flt.analysis(state, y, obs, R, rng)
+                    info = {}
+                    if window is None:
+                        analysed = flt.analysis(state, y, obs, R, rng)
+                    else:  # chunks k - W + 1 .. k at once; the analysis is the state at k
+                        analysed, info = window.analyse(k, obs, y)
                     t3 = time.perf_counter()
                     mean_a = np.asarray(analysed.mean, dtype=float)
                     if not (np.all(np.isfinite(mean_a)) and np.abs(mean_a).max() < 1e4):
@@ -425,6 +521,7 @@ class OnlineAssimilator:
                         "analysis_mean": mean_a, "analysis_spread": _spread(analysed),
                         "wall_time": t3 - t0, "wall_time_forecast": t1 - t0,
                         "wall_time_score": t2 - t1, "wall_time_analysis": t3 - t2,
+                        **info,
                     }
                     recorder.append(record)
                     if writer is not None:

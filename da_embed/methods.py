@@ -16,12 +16,21 @@ etkf        ensemble transform Kalman filter, N members                 ensemble
 ensrf       serial ensemble square-root filter, N members               ensemble
 denkf       deterministic EnKF, N members                               ensemble
 ukf         unscented Kalman filter, 2n + 1 sigma points (small n)      mean + n x n cov
+4dvar       strong-constraint 4D-Var over the last W chunks (W=window)  mean + n x n cov
+w4dvar      weak-constraint 4D-Var over the last W chunks, model        mean + n x n cov
+            error covariance Q per chunk (the random walk's)
 ==========  ==========================================================  =================
 
+``4dvar`` and ``w4dvar`` are windowed: at chunk k (after scoring it) the
+assimilator solves the window of chunks ``k - W + 1 .. k`` (one
+:class:`~da_embed.observations.TokenNLLObservation` per chunk, Gauss-Newton
+with their exact Jacobians, random-walk dynamics between chunks) and takes the
+state at the window's end as the analysis (see
+:class:`~da_embed.assimilator.OnlineAssimilator`).  ``W`` is the filter's
+``window`` option (default 4; ``make_method("4dvar", window=6)``).
+
 Not offered: ``letkf`` (token observations have no position in the state
-index, so localisation has nothing to act on; see :data:`UNAVAILABLE`) and
-``4dvar`` (the variational filters take one observation operator for every
-time of a window; each chunk has its own).
+index, so localisation has nothing to act on; see :data:`UNAVAILABLE`).
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ METHODS = {
     "ensrf": "serial ensemble square-root filter, N = --members",
     "denkf": "deterministic EnKF, N = --members",
     "ukf": "unscented Kalman filter, 2n + 1 sigma points (use a small state or --subspace)",
+    "4dvar": "strong-constraint 4D-Var over a sliding window of the last 4 chunks "
+             "(Gauss-Newton, exact per-token Jacobians, B = P0 I)",
+    "w4dvar": "weak-constraint 4D-Var over the last 4 chunks, model error Q per chunk",
 }
 
 #: Names that are recognised but not offered, with the reason.
@@ -53,21 +65,21 @@ UNAVAILABLE = {
              "but a token's NLL depends on every state component (it has no position in "
              "the state index), so every local analysis would use every token and the LETKF "
              "would equal the ETKF at n times the cost; use etkf",
-    "4dvar": "4D-Var over a window of chunks needs a different observation operator for each "
-             "chunk of the window, which filters' variational solvers do not take yet; use "
-             "3dvar or ekf",
 }
 
 #: Methods whose state carries an n x n covariance.
-COVARIANCE_METHODS = ("ekf", "ukf", "3dvar")
+COVARIANCE_METHODS = ("ekf", "ukf", "3dvar", "4dvar", "w4dvar")
+#: Windowed methods (the assimilator solves a window of chunks per analysis).
+WINDOWED_METHODS = ("4dvar", "w4dvar")
 #: Methods that use an ensemble of ``members`` states.
 ENSEMBLE_METHODS = ("enkf", "etkf", "ensrf", "denkf", "verify")
 
 
 def _canonical(name: str) -> str:
     key = str(name).strip().lower().replace("-", "").replace("_", "")
-    aliases = {"3dvar": "3dvar", "var3d": "3dvar", "4dvar": "4dvar", "dynamiceval": "dyneval",
-               "verification": "verify"}
+    aliases = {"3dvar": "3dvar", "var3d": "3dvar", "4dvar": "4dvar", "var4d": "4dvar",
+               "strong4dvar": "4dvar", "weak4dvar": "w4dvar", "w4dvar": "w4dvar",
+               "dynamiceval": "dyneval", "verification": "verify"}
     return aliases.get(key, key)
 
 
@@ -81,7 +93,7 @@ def make_method(name: str, *, members: int = 16, P0: float | None = None, **opti
     members : int, default 16
         Ensemble size N of the ensemble filters, candidates K of ``verify``.
     P0 : float, optional
-        Prior variance; sets 3D-Var's static ``B = P0 I`` (its ``xB``).
+        Prior variance; sets the static ``B = P0 I`` (``xB``) of 3D-Var and 4D-Var.
     **options
         Keyword arguments of the class (e.g. ``lr=0.03`` for ``dyneval``,
         ``inflation=1.05`` for ``etkf``).
@@ -129,6 +141,13 @@ def make_method(name: str, *, members: int = 16, P0: float | None = None, **opti
             opts = {"B": "eye", "maxiter": 20, "gtol": 1e-4, **({} if P0 is None else {"xB": P0}),
                     **options}
             return Var3D(**opts)
+        if key in WINDOWED_METHODS:
+            from filters import StrongConstraint4DVar, WeakConstraint4DVar
+
+            opts = {"window": 4, "B": "eye", "minimizer": "gauss-newton", "maxiter": 20,
+                    "gtol": 1e-4, **({} if P0 is None else {"xB": P0}), **options}
+            cls = StrongConstraint4DVar if key == "4dvar" else WeakConstraint4DVar
+            return cls(**opts)
         cls = {"enkf": EnKF, "etkf": ETKF, "ensrf": EnSRF, "denkf": DEnKF}[key]
         return cls(N=members, **options)
     except TypeError as exc:

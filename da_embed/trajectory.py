@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["VARIABLES", "TrajectoryWriter", "TrajectoryRecorder", "open_trajectory",
-           "netcdf_attrs"]
+__all__ = ["VARIABLES", "WINDOW_VARIABLES", "TrajectoryWriter", "TrajectoryRecorder",
+           "open_trajectory", "netcdf_attrs"]
 
 #: Per-chunk variables: name -> (dims, dtype, long_name, units).
 VARIABLES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
@@ -55,6 +55,19 @@ VARIABLES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
     "wall_time_analysis": (("time",), "f8", "wall time of the analysis step", "s"),
 }
 
+#: Per-chunk variables of windowed methods (4D-Var), logged only by them.
+WINDOW_VARIABLES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
+    "window_chunks": (("time",), "i8", "chunks in the 4D-Var window ending at the chunk", "1"),
+    "cost_start": (("time",), "f8", "4D-Var cost of the window ending at the chunk, at its "
+                   "background", "1"),
+    "cost_end": (("time",), "f8", "4D-Var cost of the window ending at the chunk, at its "
+                 "analysis", "1"),
+    "iterations": (("time",), "i8", "minimiser iterations (Gauss-Newton outer loops or "
+                   "L-BFGS iterations) of the window ending at the chunk", "1"),
+    "converged": (("time",), "i8", "1 if the minimiser of the window ending at the chunk "
+                  "converged, else 0", "1"),
+}
+
 _COORDS = {
     "time": {"long_name": "assimilation cycle (chunk index)", "units": "1", "axis": "T"},
     "state": {"long_name": "state component index", "units": "1"},
@@ -68,6 +81,15 @@ STATIC = {
                        "(full state s = s_ref + P z)", "1"),
     "subspace_reference": (("state_full",), "subspace reference state s_ref", "1"),
 }
+
+
+def _variables(extra) -> dict:
+    """:data:`VARIABLES` plus the named :data:`WINDOW_VARIABLES`."""
+    unknown = [k for k in extra if k not in WINDOW_VARIABLES]
+    if unknown:
+        raise ValueError(f"unknown extra variables {unknown}; choose from "
+                         f"{list(WINDOW_VARIABLES)}")
+    return {**VARIABLES, **{k: WINDOW_VARIABLES[k] for k in extra}}
 
 
 def _attr(value: Any):
@@ -111,6 +133,8 @@ class TrajectoryRecorder:
         State size and tokens per chunk.
     static : dict, optional
         Static variables of :data:`STATIC` (name -> array).
+    extra : sequence of str, optional
+        Names of :data:`WINDOW_VARIABLES` recorded too (windowed methods).
 
     Examples
     --------
@@ -119,17 +143,18 @@ class TrajectoryRecorder:
     0
     """
 
-    def __init__(self, n: int, L: int, static: dict | None = None) -> None:
+    def __init__(self, n: int, L: int, static: dict | None = None, extra=()) -> None:
         self.n, self.L = int(n), int(L)
         self.static = dict(static or {})
-        self.records: dict[str, list] = {k: [] for k in VARIABLES}
+        self.variables = _variables(extra)
+        self.records: dict[str, list] = {k: [] for k in self.variables}
 
     def __len__(self) -> int:
         return len(self.records["nll"])
 
     def append(self, record: dict) -> None:
-        """Add one chunk (a dict with every name of :data:`VARIABLES`)."""
-        for k in VARIABLES:
+        """Add one chunk (a dict with every name of :data:`VARIABLES`, and the extras)."""
+        for k in self.variables:
             self.records[k].append(np.asarray(record[k]))
 
     def to_dataset(self, attrs: dict) -> xr.Dataset:
@@ -137,7 +162,7 @@ class TrajectoryRecorder:
         T = len(self)
         shapes = {"time": (T,), "state": (self.n,), "obs": (self.L,)}
         data = {}
-        for k, (dims, dtype, long_name, units) in VARIABLES.items():
+        for k, (dims, dtype, long_name, units) in self.variables.items():
             shape = tuple(s for d in dims for s in shapes[d])
             vals = (np.stack(self.records[k]).astype(dtype) if T
                     else np.zeros(shape, dtype=dtype))
@@ -174,6 +199,8 @@ class TrajectoryWriter:
         Global attributes (converted with :func:`netcdf_attrs`).
     static : dict, optional
         Static variables of :data:`STATIC`.
+    extra : sequence of str, optional
+        Names of :data:`WINDOW_VARIABLES` written too.
 
     Examples
     --------
@@ -185,9 +212,11 @@ class TrajectoryWriter:
     0
     """
 
-    def __init__(self, path, n: int, L: int, attrs: dict, static: dict | None = None) -> None:
+    def __init__(self, path, n: int, L: int, attrs: dict, static: dict | None = None,
+                 extra=()) -> None:
         import netCDF4
 
+        self.variables = _variables(extra)
         self.path = os.fspath(path)
         parent = os.path.dirname(self.path)
         if parent:
@@ -206,7 +235,7 @@ class TrajectoryWriter:
                 v[:] = np.arange(size)
             t = ds.createVariable("time", "i8", ("time",))
             t.setncatts(_COORDS["time"])
-            for k, (dims, dtype, long_name, units) in VARIABLES.items():
+            for k, (dims, dtype, long_name, units) in self.variables.items():
                 fill = {"fill_value": np.nan} if dtype == "f8" else {}
                 v = ds.createVariable(k, dtype, dims, **fill)
                 v.setncatts({"long_name": long_name, "units": units})
@@ -231,7 +260,7 @@ class TrajectoryWriter:
         k = self.count
         ds = self._ds
         ds["time"][k] = k
-        for name, (dims, _, _, _) in VARIABLES.items():
+        for name, (dims, _, _, _) in self.variables.items():
             if len(dims) == 1:
                 ds[name][k] = record[name]
             else:

@@ -26,6 +26,19 @@ class Inflation:
         """Check the hyperparameters; raises ValueError naming the bad one."""
 
     def apply(self, forecast, analysis, rng):
+        """Inflate the raw ``analysis`` state given the ``forecast`` it came from.
+
+        Parameters
+        ----------
+        forecast, analysis : EnsembleState or GaussianState
+        rng : numpy.random.Generator
+            For stochastic inflation (additive).
+
+        Returns
+        -------
+        EnsembleState or GaussianState
+            The inflated analysis (a new object; inputs are not modified).
+        """
         raise NotImplementedError
 
     def params(self) -> dict:

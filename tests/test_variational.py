@@ -634,3 +634,73 @@ def test_strong_4dvar_sakov2008_dto02_lbfgs_full_length():
     # the filter estimates alone (window ends) are within the bound too
     assert ds.rmse_analysis.values[keep & ends].mean() < 0.45
     assert ds.converged.values.mean() > 0.95
+
+
+# ----------------------------------------------------------------------------
+# A different observation operator at each time of the window
+# ----------------------------------------------------------------------------
+class _NumpyOnlyLinear(LinearObservation):
+    """A linear operator without a torch version (numpy in and out, like a language model's)."""
+
+    def __init__(self, H):
+        super().__init__(H)
+        self.H_ = np.asarray(H, dtype=float)
+
+    def __call__(self, x):
+        return np.asarray(x, dtype=float) @ self.H_.T
+
+    def jacobian(self, x):
+        return self.H_.copy()
+
+
+def _kalman_rts_per_time(xb, B, M, Q, Hs, R, ys):
+    """Kalman filter + RTS smoother with observation i (matrix Hs[i]) at step i + 1 (Q may be 0)."""
+    n = xb.shape[0]
+    mf, Pf, ma, Pa = [], [], [], []
+    m, P = xb, B
+    for H, y in zip(Hs, ys):
+        m_f, P_f = M @ m, M @ P @ M.T + Q
+        S = H @ P_f @ H.T + R
+        K = np.linalg.solve(S, H @ P_f).T
+        m, P = m_f + K @ (y - H @ m_f), (np.eye(n) - K @ H) @ P_f
+        mf.append(m_f), Pf.append(P_f), ma.append(m), Pa.append(P)
+    ms = [ma[-1]]
+    for i in range(len(Hs) - 2, -1, -1):  # RTS
+        C = np.linalg.solve(Pf[i + 1].T, (Pa[i] @ M.T).T).T
+        ms.insert(0, ma[i] + C @ (ms[0] - mf[i + 1]))
+    C0 = np.linalg.solve(Pf[0].T, (B @ M.T).T).T
+    m0 = xb + C0 @ (ms[0] - mf[0])
+    return m0, np.array(ms), np.array(ma)
+
+
+@pytest.mark.parametrize("minimizer", ["lbfgs", "gauss-newton"])
+@pytest.mark.parametrize("weak", [False, True])
+@pytest.mark.parametrize("numpy_only", [False, True])
+def test_per_time_observation_operators_equal_the_kalman_smoother(minimizer, weak, numpy_only):
+    """A window with a different linear H at each time equals the KF / RTS answer."""
+    rng = np.random.default_rng(11)
+    n, m, p = 4, 2, 5
+    M = np.linalg.qr(rng.standard_normal((n, n)))[0] * 0.95
+    Hs = [rng.standard_normal((m, n)) for _ in range(p)]
+    xb, B, R, q = rng.standard_normal(n), np.diag(rng.uniform(0.5, 1.5, n)), 0.3, 0.2
+    ys = rng.standard_normal((p, m))
+    ops = [(_NumpyOnlyLinear if numpy_only else LinearObservation)(H) for H in Hs]
+    m0, ms, ma = _kalman_rts_per_time(xb, B, M, q * np.eye(n) if weak else 0 * np.eye(n), Hs,
+                                      R * np.eye(m), ys)
+    cls = WeakConstraint4DVar if weak else StrongConstraint4DVar
+    flt = cls(window=p, minimizer=minimizer, **TIGHT)
+    res = flt.solve(GaussianState.create(xb, B), ys, np.arange(1, p + 1), p,
+                    LinearGaussian(M), ops, R, Q=q if weak else None)
+    assert res.converged
+    close(res.trajectory[0], m0, EQUIV)
+    close(res.trajectory[1:], ms, EQUIV)
+    close(res.trajectory[-1], ma[-1], EQUIV)  # end of window = Kalman filter
+    # one operator repeated as a sequence gives the single-operator answer
+    same = flt.solve(GaussianState.create(xb, B), ys, np.arange(1, p + 1), p, LinearGaussian(M),
+                     [LinearObservation(Hs[0])] * p, R, Q=q if weak else None)
+    ref = flt.solve(GaussianState.create(xb, B), ys, np.arange(1, p + 1), p, LinearGaussian(M),
+                    LinearObservation(Hs[0]), R, Q=q if weak else None)
+    close(same.trajectory, ref.trajectory, EXACT)
+    with pytest.raises(ValueError, match="one per observation time"):
+        flt.solve(GaussianState.create(xb, B), ys, np.arange(1, p + 1), p, LinearGaussian(M),
+                  ops[:-1], R, Q=q if weak else None)

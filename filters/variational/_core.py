@@ -34,7 +34,7 @@ from ..models.base import Model
 from ..states import GaussianState
 
 __all__ = ["VarWindow", "WindowResult", "NonFiniteCostError", "VariationalConvergenceWarning",
-           "climatology", "ml_diagonal_Q", "gauss_newton_solve"]
+           "climatology", "ml_diagonal_Q", "gauss_newton_solve", "per_time_operators"]
 
 
 class NonFiniteCostError(FloatingPointError):
@@ -348,17 +348,66 @@ def tangent(window: VarWindow, model: Model, xs: np.ndarray) -> np.ndarray:
     return X
 
 
+def per_time_operators(obs, p: int) -> list | None:
+    """The observation operators of a window, one per observation time, or None.
+
+    ``obs`` is either one operator, used at every observation time of the
+    window (None is returned), or a sequence (list or tuple) of ``p``
+    operators, the i-th applied to the state at ``obs_steps[i]`` (returned as
+    a list).  Each operator of a sequence must return the window's ``m``
+    values for a state; give missing values as NaN in ``y``.
+
+    Raises
+    ------
+    ValueError
+        If a sequence does not hold exactly ``p`` operators.
+
+    Examples
+    --------
+    >>> from filters.models import Identity
+    >>> per_time_operators(Identity(1), 2) is None, len(per_time_operators([Identity(1)] * 2, 2))
+    (True, 2)
+    """
+    if not isinstance(obs, (list, tuple)):
+        return None
+    ops = list(obs)
+    if len(ops) != int(p):
+        raise ValueError(f"obs must be one observation operator or {p} of them (one per "
+                         f"observation time of the window), got a sequence of {len(ops)}")
+    return ops
+
+
+def _per_time_values(ops: list, xs: np.ndarray, steps: np.ndarray, m: int) -> np.ndarray:
+    """``H_i(x_{s_i})`` for per-time operators, shape (p, m)."""
+    hx = np.empty((len(ops), m))
+    for i, (op, s) in enumerate(zip(ops, steps)):
+        v = np.asarray(op(xs[s][None]), dtype=float).reshape(-1)
+        if v.shape[0] != m:
+            raise ValueError(f"observation operator {i} of the window returns {v.shape[0]} "
+                             f"values, but y has {m} per time")
+        hx[i] = v
+    return hx
+
+
 def _obs_residual_and_jacobian(window: VarWindow, obs, xs: np.ndarray, X: np.ndarray | None):
-    """Whitened residuals r (p m,) and their Jacobian G = d(-r)/dw (p m, d)."""
+    """Whitened residuals r (p m,) and their Jacobian G = d(-r)/dw (p m, d).
+
+    ``obs``: one operator for every time, or one per observation time
+    (:func:`per_time_operators`).
+    """
     steps = window.obs_steps
-    hx = np.asarray(obs(xs[steps]))  # (p, m)
+    ops = per_time_operators(obs, steps.shape[0])
+    if ops is None:
+        hx = np.asarray(obs(xs[steps]))  # (p, m)
+    else:
+        hx = _per_time_values(ops, xs, steps, window.nobs)  # (p, m)
     r = window.whiten(window.y0 - hx).ravel()
     if X is None:
         return r, None
     W = window.obs_weights
     rows = []
     for i, s in enumerate(steps):
-        HX = obs.jacobian(xs[s]) @ X[s]  # (m, d)
+        HX = (obs if ops is None else ops[i]).jacobian(xs[s]) @ X[s]  # (m, d)
         rows.append(HX * W[i][:, None] if W.ndim == 2 else W[i] @ HX)
     return r, np.concatenate(rows, axis=0)
 
@@ -391,7 +440,10 @@ def gauss_newton_solve(window: VarWindow, model: Model, obs, *, maxiter: int = 1
     ----------
     window : VarWindow
     model : Model
-    obs : ObservationOperator
+    obs : ObservationOperator or sequence of them
+        One operator for every observation time, or one per observation time
+        (``len(obs) == p``; :func:`per_time_operators`); each is linearised
+        with its ``jacobian``.
     maxiter : int
         Maximum outer loops.
     xtol : float

@@ -370,7 +370,14 @@ class _Windowed4DVar(Filter):
         model : Model
             Needs a torch twin for L-BFGS (:func:`~filters.models.as_torch_model`)
             and a Jacobian, or a torch twin, for Gauss-Newton and covariances.
-        obs : ObservationOperator
+        obs : ObservationOperator or sequence of them
+            One operator for every observation time, or a list/tuple of ``p``
+            operators, the i-th observing the state at ``obs_steps[i]`` (each
+            returning the window's ``m`` values).  Gauss-Newton (and the
+            covariances) use each operator's ``jacobian``; L-BFGS uses each
+            operator's torch version, or, for an operator without one (numpy
+            in and out, e.g. a language model's per-token NLLs), its value and
+            exact ``jacobian`` inside a custom autograd function.
         R : Covariance or array_like
             Observation-error covariance.
         t0, dt : float

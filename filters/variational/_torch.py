@@ -13,7 +13,8 @@ import scipy.optimize as sopt
 import torch
 
 from ..models.torch_models import as_torch_model, as_torch_observation
-from ._core import NonFiniteCostError, VarWindow, WindowResult, _check_finite, _model_errors
+from ._core import (NonFiniteCostError, VarWindow, WindowResult, _check_finite, _model_errors,
+                    per_time_operators)
 
 __all__ = ["WindowCost", "var3d_cost", "strong_constraint_cost", "weak_constraint_cost",
            "lbfgs_solve"]
@@ -25,6 +26,45 @@ def _t(a) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(a), dtype=DTYPE)
 
 
+class _NumpyObservation(torch.autograd.Function):
+    """A numpy observation operator as a torch function of one state (n,) -> (m,).
+
+    Forward: the operator's value; backward: the vector-Jacobian product with
+    its exact ``jacobian`` (one Jacobian per backward pass).
+    """
+
+    @staticmethod
+    def forward(ctx, x, op):
+        ctx.op = op
+        ctx.save_for_backward(x)
+        v = np.asarray(op(x.detach().cpu().numpy()[None]), dtype=float).reshape(-1)
+        return torch.as_tensor(v, dtype=DTYPE)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        J = np.asarray(ctx.op.jacobian(x.detach().cpu().numpy()), dtype=float)  # (m, n)
+        return _t(J).T @ g, None
+
+
+def _per_time_torch_observation(op):
+    """Torch function of one state (n,) -> (m,) for one operator of a per-time sequence.
+
+    A plain callable is taken as the torch function; an operator with a torch
+    version (:func:`~filters.models.as_torch_observation`) uses it; any other
+    operator with ``__call__`` and ``jacobian`` on numpy arrays (e.g. one that
+    runs a neural network) is wrapped in :class:`_NumpyObservation`.
+    """
+    if callable(op) and not hasattr(op, "nobs"):
+        return op
+    try:
+        return as_torch_observation(op)
+    except ValueError:
+        if not hasattr(op, "jacobian"):
+            raise
+        return lambda x: _NumpyObservation.apply(x, op)
+
+
 class WindowCost:
     """A window's cost as torch functions, in state space and in whitened control space.
 
@@ -33,9 +73,14 @@ class WindowCost:
     window : VarWindow
     model : Model
         Converted with :func:`~filters.models.as_torch_model`.
-    obs : ObservationOperator or callable
+    obs : ObservationOperator or callable, or a sequence of them
         Converted with :func:`~filters.models.as_torch_observation` (a plain
-        callable is taken as the torch function itself).
+        callable is taken as the torch function itself).  A sequence (list or
+        tuple) holds one operator per observation time of the window
+        (:func:`~filters.variational._core.per_time_operators`); its operators
+        without a torch version are used through their numpy value and exact
+        ``jacobian`` (a custom autograd function: the vector-Jacobian product
+        ``J^T g``), so the gradient stays exact.
 
     Examples
     --------
@@ -49,7 +94,13 @@ class WindowCost:
     def __init__(self, window: VarWindow, model, obs):
         self.window = window
         self.model = as_torch_model(model) if window.nsteps > 0 else None
-        self.h = obs if (callable(obs) and not hasattr(obs, "nobs")) else as_torch_observation(obs)
+        ops = per_time_operators(obs, window.obs_steps.shape[0])
+        if ops is None:
+            self.h = obs if (callable(obs) and not hasattr(obs, "nobs")) else \
+                as_torch_observation(obs)
+            self.hs = None
+        else:
+            self.h, self.hs = None, [_per_time_torch_observation(op) for op in ops]
         n = window.ndim
         self.n, self.K = n, window.nsteps
         self.t0, self.dt = window.t0, window.dt
@@ -66,7 +117,13 @@ class WindowCost:
 
     # -- pieces ----------------------------------------------------------------
     def _obs_term(self, xs: torch.Tensor) -> torch.Tensor:
-        d = self.y0 - self.h(xs[self.steps])  # (p, m)
+        if self.hs is None:
+            hx = self.h(xs[self.steps])  # (p, m)
+        elif self.hs:
+            hx = torch.stack([h(xs[int(s)]).reshape(-1) for h, s in zip(self.hs, self.steps)])
+        else:
+            hx = torch.zeros_like(self.y0)
+        d = self.y0 - hx  # (p, m)
         r = d * self.W if self.W.ndim == 2 else torch.einsum("pij,pj->pi", self.W, d)
         return 0.5 * (r * r).sum()
 
@@ -188,7 +245,8 @@ def lbfgs_solve(window: VarWindow, model, obs, *, maxiter: int = 200, gtol: floa
     ----------
     window : VarWindow
     model, obs
-        Model and observation operator (torch twins are taken).
+        Model and observation operator (torch twins are taken); ``obs`` may be
+        a sequence of one operator per observation time (see :class:`WindowCost`).
     maxiter : int
         Maximum L-BFGS iterations.
     gtol : float
