@@ -248,3 +248,73 @@ def _letkf(mu, A, Y, dy, taper):
         for r in range(N):
             out[r, i] = mu[i] + wa + Ta[r]
     return out
+
+
+# --------------------------------------------------------------------------
+# Tangent-linear RK4 (the EKF forecast): the state after nsteps and the
+# product M of the exact Jacobians of the steps, for one state.
+# kind 0: Lorenz-63 (p = sigma, rho, beta); kind 1: Lorenz-96 (p[0] = forcing).
+# --------------------------------------------------------------------------
+@njit(cache=True)
+def _lorenz_tendency(kind, x, p, out):
+    if kind == 0:
+        _l63_tendency(x, p[0], p[1], p[2], out)
+    else:
+        _l96_tendency(x, p[0], out)
+
+
+@njit(cache=True)
+def _lorenz_jacobian(kind, x, p, J):  # J (n, n), overwritten
+    n = x.shape[0]
+    J[:, :] = 0.0
+    if kind == 0:
+        J[0, 0] = -p[0]
+        J[0, 1] = p[0]
+        J[1, 0] = p[1] - x[2]
+        J[1, 1] = -1.0
+        J[1, 2] = -x[0]
+        J[2, 0] = x[1]
+        J[2, 1] = x[0]
+        J[2, 2] = -p[2]
+    else:
+        for i in range(n):
+            im1 = (i - 1) % n
+            J[i, i] = -1.0
+            J[i, (i - 2) % n] += -x[im1]
+            J[i, (i + 1) % n] += x[im1]
+            J[i, im1] += x[(i + 1) % n] - x[(i - 2) % n]
+
+
+@njit(cache=True)
+def _lorenz_rk4_tlm(kind, x, p, dt, nsteps):
+    """x (n,) -> (x after nsteps RK4 steps, M (n, n) = J_nsteps ... J_1)."""
+    n = x.shape[0]
+    x = x.copy()
+    eye = np.eye(n)
+    M = np.eye(n)
+    k1 = np.empty(n)
+    k2 = np.empty(n)
+    k3 = np.empty(n)
+    k4 = np.empty(n)
+    J = np.empty((n, n))
+    for _ in range(nsteps):
+        _lorenz_tendency(kind, x, p, k1)
+        _lorenz_jacobian(kind, x, p, J)
+        d1 = J.copy()
+        tmp = x + 0.5 * dt * k1
+        _lorenz_tendency(kind, tmp, p, k2)
+        _lorenz_jacobian(kind, tmp, p, J)
+        d2 = J @ (eye + 0.5 * dt * d1)
+        tmp = x + 0.5 * dt * k2
+        _lorenz_tendency(kind, tmp, p, k3)
+        _lorenz_jacobian(kind, tmp, p, J)
+        d3 = J @ (eye + 0.5 * dt * d2)
+        tmp = x + dt * k3
+        _lorenz_tendency(kind, tmp, p, k4)
+        _lorenz_jacobian(kind, tmp, p, J)
+        d4 = J @ (eye + dt * d3)
+        step_jac = eye + dt / 6.0 * (d1 + 2.0 * d2 + 2.0 * d3 + d4)
+        for i in range(n):
+            x[i] += dt / 6.0 * (k1[i] + 2.0 * k2[i] + 2.0 * k3[i] + k4[i])
+        M = step_jac @ M
+    return x, M

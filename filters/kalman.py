@@ -306,6 +306,12 @@ class EKF(Filter):
     def forecast(self, state, model, t, dt, nsteps, Q, rng):
         m, P = state.mean, state.cov
         grow = self.infl_rate ** dt
+        if Q is None and self.jacobian is None:
+            # Without process noise the steps compose: P <- grow^k M P M^T with
+            # M the product of the step Jacobians (one compiled call for Lorenz).
+            x, M = model.integrate_tlm(m, t, dt, nsteps)
+            if M is not None:
+                return GaussianState(x, symmetrize((grow ** nsteps) * (M @ P @ M.T)))
         Qk = None if Q is None else Q.dense * dt
         for k in range(nsteps):
             tk = t + k * dt

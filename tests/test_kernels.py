@@ -218,3 +218,34 @@ def test_letkf_filter_with_unbounded_radius_is_etkf_filter():
     b = assimilate(ETKF(N=8, inflation=1.02), s, seed=4)
     close(a.analysis_mean.values, b.analysis_mean.values, rtol=1e-8, atol=1e-8)
     close(a.analysis_spread.values, b.analysis_spread.values, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("kind", ["l63", "l96"])
+def test_rk4_tangent_linear_kernel_equals_numpy_chain_rule(kind):
+    """_lorenz_rk4_tlm against its numpy twin: Model.integrate_tlm's loop over
+    numpy RK4 Jacobians (RK4Model.jacobian) and steps, and against FD."""
+    from filters.models import Lorenz63, Lorenz96, finite_difference_jacobian
+    from filters.models.base import Model
+
+    model = Lorenz63() if kind == "l63" else Lorenz96(n=12, forcing=8.0)
+    x = np.random.default_rng(5).standard_normal(model.ndim) * 3.0
+    xk, M = model.integrate_tlm(x, 0.0, 0.01, 9)
+    xr, Mr = Model.integrate_tlm(model, x, 0.0, 0.01, 9)
+    np.testing.assert_allclose(xk, xr, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(M, Mr, rtol=1e-10, atol=1e-12)
+    Mfd = finite_difference_jacobian(lambda X: model.integrate(X, 0.0, 0.01, 9), x, 1e-6)
+    np.testing.assert_allclose(M, Mfd, rtol=1e-5, atol=1e-6)
+
+
+def test_ekf_composed_forecast_equals_step_by_step():
+    """The EKF's one-call forecast (no Q) equals the per-step Kalman predictions."""
+    from filters import EKF, assimilate
+    from filters.settings import sakov2012
+
+    s = sakov2012(n_obs=60)
+    fast = assimilate(EKF(infl_rate=180.0), s, seed=2)
+    slow = assimilate(EKF(infl_rate=180.0, jacobian=s.model.jacobian), s, seed=2, store_cov=False)
+    np.testing.assert_allclose(fast["analysis_mean"].values, slow["analysis_mean"].values,
+                               rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(fast["analysis_spread"].values, slow["analysis_spread"].values,
+                               rtol=1e-8, atol=1e-10)

@@ -37,6 +37,30 @@ class Model(ABC):
             x = self.step(x, t + k * dt, dt)
         return x
 
+    def integrate_tlm(self, x: np.ndarray, t: float, dt: float, nsteps: int):
+        """State after ``nsteps`` steps and the Jacobian of that map.
+
+        Parameters
+        ----------
+        x : ndarray (n,)
+        t, dt : float
+        nsteps : int
+
+        Returns
+        -------
+        x_new : ndarray (n,)
+        M : ndarray (n, n) or None
+            ``J_nsteps ... J_1``, the product of the step Jacobians along the
+            trajectory; None when the model has no :meth:`jacobian`.
+        """
+        M = np.eye(x.shape[0])
+        for k in range(nsteps):
+            J = self.jacobian(x, t + k * dt, dt)
+            if J is None:
+                return self.integrate(x, t + k * dt, dt, nsteps - k), None
+            x, M = self.step(x, t + k * dt, dt), J @ M
+        return x, M
+
     @property
     def coordinates(self) -> np.ndarray:
         """Positions of the state components, shape (n, D); default: their index."""

@@ -55,6 +55,10 @@ class Lorenz63(RK4Model):
                                 float(dt), int(nsteps))
         return out[0] if np.ndim(x) == 1 else out
 
+    def integrate_tlm(self, x, t, dt, nsteps):
+        p = np.array([self.sigma, self.rho, self.beta])
+        return _kernels._lorenz_rk4_tlm(0, np.asarray(x, dtype=float), p, float(dt), int(nsteps))
+
     def params(self):
         return {"name": "Lorenz63", "ndim": 3, "sigma": self.sigma, "rho": self.rho,
                 "beta": self.beta}
@@ -107,6 +111,10 @@ class Lorenz96(RK4Model):
         E = np.atleast_2d(np.asarray(x, dtype=float))
         out = _kernels._l96_rk4(np.ascontiguousarray(E), self.forcing, float(dt), int(nsteps))
         return out[0] if np.ndim(x) == 1 else out
+
+    def integrate_tlm(self, x, t, dt, nsteps):
+        p = np.array([self.forcing])
+        return _kernels._lorenz_rk4_tlm(1, np.asarray(x, dtype=float), p, float(dt), int(nsteps))
 
     @property
     def period(self):
