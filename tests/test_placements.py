@@ -48,25 +48,7 @@ PAIR_IDS = [f"{f}-{c}" for f, c in PAIRS]
 _MODELS: dict = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads and lose a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def float64_rmsnorm(monkeypatch):
-    """Llama's RMSNorm computes in float32 whatever the dtype; make it float64 for FD checks."""
-    from transformers.models.llama import modeling_llama
-
-    def forward(self, hidden_states):
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
-
-    monkeypatch.setattr(modeling_llama.LlamaRMSNorm, "forward", forward)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def model_for(family, dtype=torch.float32):
