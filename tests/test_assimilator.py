@@ -347,7 +347,9 @@ def test_baselines_move_as_documented():
 
 
 # ---------------------------------------------------------------- planted shift
-def _planted_case(seed, n_tokens):
+def _planted_setup(seed, n_tokens):
+    """A planted-shift stream, a 6-dim basis holding its 4 directions, and the per-chunk
+    mean NLLs of the frozen model and of the planted truth (the two ends of the gap)."""
     model = tiny_gpt2(seed=seed, initializer_range=INIT)
     protocol = PrequentialConfig(chunk=8, context=24)
     K = len(protocol.starts(n_tokens))
@@ -357,15 +359,19 @@ def _planted_case(seed, n_tokens):
     extra = np.random.default_rng(99).standard_normal((32, 2))
     basis, _ = np.linalg.qr(np.column_stack([ps.directions, extra]))
     placement = HiddenScale(model)
-    starts = protocol.starts(ps.token_ids.size)
     frozen, oracle = [], []
     with placement.attached():
-        for start, truth in zip(starts, ps.truth()):
+        for start, truth in zip(protocol.starts(ps.token_ids.size), ps.truth()):
             a = max(0, start - protocol.context)
             H = TokenNLLObservation(placement, ps.token_ids[a:start + protocol.chunk],
                                     protocol.chunk)
             frozen.append(H(np.zeros(32)).mean())
             oracle.append(H(truth).mean())
+    return model, protocol, K, ps, basis, frozen, oracle
+
+
+def _planted_case(seed, n_tokens):
+    model, protocol, K, ps, basis, frozen, oracle = _planted_setup(seed, n_tokens)
     late = slice(K // 2, K)  # after the filters had a quarter of the stream to adapt
     results = {}
     for name, pl, method in [("ekf (full state)", HiddenScale(model), "ekf"),
@@ -742,22 +748,7 @@ def test_planted_shift_is_recovered_by_4dvar():
     """Strong-constraint 4D-Var over windows of 4 chunks, in a subspace holding the planted
     directions, moves to the planted state (corr > 0.9) and closes most of the perplexity gap."""
     seed, n_tokens = 0, 601
-    model = tiny_gpt2(seed=seed, initializer_range=INIT)
-    protocol = PrequentialConfig(chunk=8, context=24)
-    K = len(protocol.starts(n_tokens))
-    ps = planted_shift(HiddenScale(model), protocol, n_tokens, k=4, amplitude=2.0,
-                       shift_chunk=K // 4, seed=seed)
-    extra = np.random.default_rng(99).standard_normal((32, 2))
-    basis, _ = np.linalg.qr(np.column_stack([ps.directions, extra]))
-    placement = HiddenScale(model)
-    frozen, oracle = [], []
-    with placement.attached():
-        for start, truth in zip(protocol.starts(ps.token_ids.size), ps.truth()):
-            a = max(0, start - protocol.context)
-            H = TokenNLLObservation(placement, ps.token_ids[a:start + protocol.chunk],
-                                    protocol.chunk)
-            frozen.append(H(np.zeros(32)).mean())
-            oracle.append(H(truth).mean())
+    model, protocol, K, ps, basis, frozen, oracle = _planted_setup(seed, n_tokens)
     late = slice(K // 2, K)
     ds = OnlineAssimilator(Subspace(HiddenScale(model), basis), "4dvar", protocol=protocol,
                            P0=0.1, Q=1e-3, seed=seed).run(ps.token_ids)
