@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["VARIABLES", "WINDOW_VARIABLES", "TrajectoryWriter", "TrajectoryRecorder",
+__all__ = ["VARIABLES", "WINDOW_VARIABLES", "FINAL", "TrajectoryWriter", "TrajectoryRecorder",
            "open_trajectory", "netcdf_attrs"]
 
 #: Per-chunk variables: name -> (dims, dtype, long_name, units).
@@ -73,6 +73,7 @@ _COORDS = {
     "state": {"long_name": "state component index", "units": "1"},
     "obs": {"long_name": "token position within the chunk", "units": "1"},
     "state_full": {"long_name": "component index of the placement's full state", "units": "1"},
+    "state_b": {"long_name": "state component index (second axis of covariances)", "units": "1"},
 }
 
 #: Static variables written once: name -> (dims, long_name, units).
@@ -81,6 +82,22 @@ STATIC = {
                        "(full state s = s_ref + P z)", "1"),
     "subspace_reference": (("state_full",), "subspace reference state s_ref", "1"),
 }
+
+#: Variables written once when the run ends: name -> (dims, long_name, units).
+FINAL = {
+    "analysis_covariance": (("state", "state_b"), "analysis covariance of the state after the "
+                            "last completed chunk (the filter's covariance, or the sample "
+                            "covariance of the analysis ensemble)", "1"),
+}
+
+
+def _final_variable(name: str, arr, n: int) -> np.ndarray:
+    if name not in FINAL:
+        raise ValueError(f"unknown final variable {name!r}; choose from {list(FINAL)}")
+    arr = np.asarray(arr, dtype=float)
+    if arr.shape != (n, n):
+        raise ValueError(f"{name} must have shape ({n}, {n}), got {arr.shape}")
+    return arr
 
 
 def _variables(extra) -> dict:
@@ -109,6 +126,17 @@ def _attr(value: Any):
 
 def netcdf_attrs(attrs: dict) -> dict:
     """Attributes made netCDF-storable (see :func:`_attr`), CF ``Conventions`` first.
+
+    Parameters
+    ----------
+    attrs : dict
+        Attribute name to any value: None, bools, dicts and lists are encoded
+        (``"none"``, 0/1, JSON); numbers and strings are kept.
+
+    Returns
+    -------
+    dict
+        ``{"Conventions": "CF-1.8", ...}`` with every value storable in netCDF.
 
     Examples
     --------
@@ -157,8 +185,12 @@ class TrajectoryRecorder:
         for k in self.variables:
             self.records[k].append(np.asarray(record[k]))
 
-    def to_dataset(self, attrs: dict) -> xr.Dataset:
-        """The Dataset of the chunks recorded so far (CF attributes on everything)."""
+    def to_dataset(self, attrs: dict, final: dict | None = None) -> xr.Dataset:
+        """The Dataset of the chunks recorded so far (CF attributes on everything).
+
+        ``final`` holds variables of :data:`FINAL` (name -> array), e.g. the
+        final ``analysis_covariance``.
+        """
         T = len(self)
         shapes = {"time": (T,), "state": (self.n,), "obs": (self.L,)}
         data = {}
@@ -178,6 +210,11 @@ class TrajectoryRecorder:
             if "state_full" not in coords:
                 coords["state_full"] = ("state_full", np.arange(np.shape(arr)[0]),
                                         _COORDS["state_full"])
+        for k, arr in (final or {}).items():
+            arr = _final_variable(k, arr, self.n)
+            dims, long_name, units = FINAL[k]
+            data[k] = xr.Variable(dims, arr, {"long_name": long_name, "units": units})
+            coords["state_b"] = ("state_b", np.arange(self.n), _COORDS["state_b"])
         return xr.Dataset(data, coords=coords, attrs=netcdf_attrs(attrs))
 
 
@@ -269,13 +306,25 @@ class TrajectoryWriter:
         ds.setncattr("chunks_completed", self.count)
         ds.sync()
 
-    def close(self, attrs: dict | None = None) -> None:
-        """Write final attributes and close (harmless twice)."""
+    def close(self, attrs: dict | None = None, final: dict | None = None) -> None:
+        """Write final attributes and variables of :data:`FINAL`, then close (harmless twice)."""
         if self._ds is None:
             return
         try:
             if attrs:
                 self._ds.setncatts(netcdf_attrs(attrs))
+            for k, arr in (final or {}).items():
+                arr = _final_variable(k, arr, self.n)
+                ds = self._ds
+                if "state_b" not in ds.dimensions:
+                    ds.createDimension("state_b", self.n)
+                    c = ds.createVariable("state_b", "i8", ("state_b",))
+                    c.setncatts(_COORDS["state_b"])
+                    c[:] = np.arange(self.n)
+                dims, long_name, units = FINAL[k]
+                v = ds.createVariable(k, "f8", dims)
+                v.setncatts({"long_name": long_name, "units": units})
+                v[...] = arr
         finally:
             self._ds.close()
             self._ds = None
@@ -302,6 +351,17 @@ def open_trajectory(path) -> xr.Dataset:
     ------
     FileNotFoundError
         If there is no file at ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "run.nc")
+    ...     with TrajectoryWriter(path, n=2, L=3, attrs={"method": "etkf"}):
+    ...         pass
+    ...     ds = open_trajectory(path)
+    >>> ds.attrs["method"], ds.sizes["state"], ds.sizes["time"]
+    ('etkf', 2, 0)
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"no trajectory file at {os.fspath(path)!r}")

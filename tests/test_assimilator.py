@@ -307,7 +307,10 @@ def test_every_method_runs_and_logs_the_layout(method, tmp_path):
     path = tmp_path / f"{method}.nc"
     ds = OnlineAssimilator(placement, method, protocol=PROTOCOL, members=4, seed=1,
                            model_name="tiny").run(ids, out=path)
-    assert ds.sizes == {"time": 5, "state": 3, "obs": 8, "state_full": 32}
+    point = method in ("frozen", "dyneval", "verify")  # no covariance to store at the end
+    assert ds.sizes == {"time": 5, "state": 3, "obs": 8, "state_full": 32,
+                        **({} if point else {"state_b": 3})}
+    assert ("analysis_covariance" in ds) == (not point)
     for name, var in ds.variables.items():
         assert var.attrs.get("long_name") and "units" in var.attrs, name
     assert np.all(np.isfinite(ds.analysis_mean.values))
@@ -484,8 +487,11 @@ def test_bad_settings_raise_clear_errors():
         run("kalman")
     with pytest.raises(ValueError, match="UKF needs 2n \\+ 1 = 65 sigma points"):
         run("ukf", max_sigma_points=33)
-    with pytest.raises(ValueError, match="n = 32 exceeds max_dense_state = 16"):
-        run("ekf", max_dense_state=16)
+    with pytest.raises(ValueError, match="3dvar keeps an n x n covariance; n = 32 exceeds "
+                                         "max_dense_state = 16"):
+        run("3dvar", max_dense_state=16)
+    with pytest.raises(ValueError, match="n = 32 exceeds max_dense_state = 16.*ekf-diag"):
+        run(EKF(), max_dense_state=16)  # an EKF object is kept (the name "ekf" switches)
     with pytest.raises(ValueError, match="P0 \\(prior variance\\) must be"):
         run(P0=0.0)
     with pytest.raises(ValueError, match="Q must be a finite number >= 0"):
@@ -694,7 +700,8 @@ def test_4dvar_runs_over_a_sliding_window_and_logs_the_layout(method, tmp_path):
     path = tmp_path / f"{method}.nc"
     ds = OnlineAssimilator(placement, method, protocol=PROTOCOL, seed=1,
                            model_name="tiny").run(ids, out=path)
-    assert ds.sizes == {"time": 6, "state": 3, "obs": 8, "state_full": 32}
+    assert ds.sizes == {"time": 6, "state": 3, "obs": 8, "state_full": 32, "state_b": 3}
+    assert ds.analysis_covariance.dims == ("state", "state_b")  # the last window's covariance
     for name, var in ds.variables.items():
         assert var.attrs.get("long_name") and "units" in var.attrs, name
     assert ds.window_chunks.values.tolist() == [1, 2, 3, 4, 4, 4]  # W = 4 by default
