@@ -23,7 +23,19 @@ __all__ = ["default_filters", "main"]
 
 
 def default_filters() -> dict:
-    """The compared filters with DAPPER's tuned parameters for ``sakov2008``."""
+    """The compared filters with DAPPER's tuned parameters for ``sakov2008``.
+
+    Returns
+    -------
+    dict of str to Filter
+        Label (filter and parameters) to a fresh filter object.
+
+    Examples
+    --------
+    >>> filters = default_filters()
+    >>> len(filters), filters["ETKF N=28 infl=1.02 rot"].N
+    (8, 28)
+    """
     return {
         "ETKF N=28 infl=1.02 rot": ETKF(N=28, inflation=1.02, rotate=True),
         "EnKF N=40 infl=1.06": EnKF(N=40, inflation=1.06),
@@ -37,7 +49,26 @@ def default_filters() -> dict:
 
 
 def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status."""
+    """Command-line entry point; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``): ``--out``, ``--cycles``, ``--seed``.
+
+    Returns
+    -------
+    int
+        0 on success; bad arguments exit with status 2 and a usage message.
+
+    Examples
+    --------
+    >>> try:  # too few cycles to average after the burn-in
+    ...     main(["--cycles", "5", "--out", "runs/demo"])
+    ... except SystemExit as stop:
+    ...     print("exit status", stop.code)
+    exit status 2
+    """
     p = argparse.ArgumentParser(prog="python -m filters.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/demo", help="folder for the netCDF files")
     p.add_argument("--cycles", type=int, default=1000, help="number of analysis cycles")

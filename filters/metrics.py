@@ -13,10 +13,24 @@ __all__ = ["rmse", "root_mean_variance", "crps_ensemble", "rank_histogram",
 def rmse(estimate, truth, axis: int = -1) -> np.ndarray:
     """Root-mean-square error over ``axis``.
 
+    Parameters
+    ----------
+    estimate, truth : array_like
+        Arrays of broadcastable shapes.
+    axis : int, default -1
+        The axis averaged over (the state components).
+
+    Returns
+    -------
+    ndarray
+        ``sqrt(mean((estimate - truth)**2, axis))``, with ``axis`` removed.
+
     Examples
     --------
     >>> float(rmse([1.0, 3.0], [0.0, 0.0]))
     2.23606797749979
+    >>> rmse([[3.0, 4.0], [0.0, 0.0]], [0.0, 0.0]).round(4).tolist()
+    [3.5355, 0.0]
     """
     d = np.asarray(estimate, dtype=float) - np.asarray(truth, dtype=float)
     return np.sqrt(np.mean(d * d, axis=axis))
@@ -24,6 +38,18 @@ def rmse(estimate, truth, axis: int = -1) -> np.ndarray:
 
 def root_mean_variance(spread, axis: int = -1) -> np.ndarray:
     """``sqrt(mean(spread**2))``: the spread that should match the RMSE (DAPPER's ``rmv``).
+
+    Parameters
+    ----------
+    spread : array_like
+        Standard deviations per component.
+    axis : int, default -1
+        The axis averaged over.
+
+    Returns
+    -------
+    ndarray
+        The root mean variance, with ``axis`` removed.
 
     Examples
     --------
@@ -87,7 +113,20 @@ def rank_histogram(ranks, n_members: int) -> np.ndarray:
 
 
 class TimeAverage(NamedTuple):
-    """A time mean with its standard error, corrected for autocorrelation."""
+    """A time mean with its standard error, corrected for autocorrelation.
+
+    Parameters
+    ----------
+    mean : float
+        The time mean.
+    stderr : float
+        Its standard error (NaN when the series is too short to estimate it).
+
+    Examples
+    --------
+    >>> print(TimeAverage(1.5, 0.25))
+    1.5 ± 0.25
+    """
 
     mean: float
     stderr: float
@@ -103,6 +142,17 @@ def time_average(series) -> TimeAverage:
     with ``a`` the lag-1 autocorrelation of an AR(1) fit, as DAPPER's
     ``mean_with_conf`` does, so that two filters' time-averaged RMSEs can be
     compared honestly.  Non-finite entries are dropped.
+
+    Parameters
+    ----------
+    series : array_like of shape (T,)
+        The time series (e.g. RMSE per cycle after spin-up).
+
+    Returns
+    -------
+    TimeAverage
+        Mean and standard error; the error is NaN for T <= 5 (too short to
+        estimate the autocorrelation), both are NaN for an empty series.
 
     Examples
     --------

@@ -37,7 +37,25 @@ def _axes(ax):
 
 
 def run_title(ds: xr.Dataset) -> str:
-    """``"ETKF(N=28, inflation=1.02, rotate=True) on sakov2008"`` from a run's attributes."""
+    """``"ETKF(N=28, inflation=1.02, rotate=True) on sakov2008"`` from a run's attributes.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A run; uses its ``filter``, ``filter_params`` and ``setting`` attributes.
+
+    Returns
+    -------
+    str
+        The filter with its non-default parameters, and the setting.
+
+    Examples
+    --------
+    >>> from filters import ETKF, assimilate
+    >>> from filters.settings import linear_gaussian
+    >>> run_title(assimilate(ETKF(N=10, inflation=1.02), linear_gaussian(n_obs=5), seed=0))
+    'ETKF(N=10, inflation=1.02) on linear_gaussian'
+    """
     name = ds.attrs.get("filter", "filter")
     try:
         params = json.loads(ds.attrs.get("filter_params", "{}"))
@@ -134,6 +152,15 @@ def plot_rmse(ds: xr.Dataset, ax=None, *, kind: str = "analysis"):
     Returns
     -------
     matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from filters import ETKF, assimilate
+    >>> from filters.settings import linear_gaussian
+    >>> ax = plot_rmse(assimilate(ETKF(N=10), linear_gaussian(n_obs=50), seed=0))
+    >>> [line.get_label() for line in ax.get_lines()][:2], ax.get_yscale()
+    (['analysis RMSE', 'analysis spread'], 'log')
     """
     if kind not in ("analysis", "forecast"):
         raise ValueError(f"kind must be 'analysis' or 'forecast', got {kind!r}")
@@ -175,6 +202,16 @@ def plot_covariance(ds: xr.Dataset, time: int = -1, ax=None, *, correlation: boo
     Returns
     -------
     matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from filters import ETKF, assimilate
+    >>> from filters.settings import linear_gaussian
+    >>> ds = assimilate(ETKF(N=10), linear_gaussian(n_obs=20), seed=0, store_ensemble=True)
+    >>> ax = plot_covariance(ds, correlation=True)
+    >>> ax.get_images()[0].get_array().shape
+    (4, 4)
     """
     if "analysis_cov" in ds:
         C = ds["analysis_cov"].values[time]
@@ -210,9 +247,25 @@ def plot_spread_skill(ds: xr.Dataset, ax=None, *, kind: str = "analysis"):
 
     A calibrated filter scatters around the diagonal.
 
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A run with a truth.
+    ax : matplotlib Axes, optional
+    kind : {"analysis", "forecast"}
+
     Returns
     -------
     matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from filters import ETKF, assimilate
+    >>> from filters.settings import linear_gaussian
+    >>> ax = plot_spread_skill(assimilate(ETKF(N=10), linear_gaussian(n_obs=50), seed=0))
+    >>> len(ax.get_lines()[0].get_xdata())  # one point per cycle (no burn-in here)
+    50
     """
     if f"rmse_{kind}" not in ds:
         raise ValueError("the run has no truth, so no spread-skill plot")
@@ -233,9 +286,24 @@ def plot_spread_skill(ds: xr.Dataset, ax=None, *, kind: str = "analysis"):
 def plot_rank_histogram(ds: xr.Dataset, ax=None):
     """Rank histogram (Talagrand diagram) of the truth among analysis members.
 
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A run of an ensemble filter with a truth (it has ``truth_rank``).
+    ax : matplotlib Axes, optional
+
     Returns
     -------
     matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> from filters import ETKF, assimilate
+    >>> from filters.settings import linear_gaussian
+    >>> ax = plot_rank_histogram(assimilate(ETKF(N=10), linear_gaussian(n_obs=50), seed=0))
+    >>> len(ax.patches), round(float(sum(bar.get_height() for bar in ax.patches)), 6)  # N + 1 bars
+    (11, 1.0)
     """
     from .metrics import rank_histogram
 

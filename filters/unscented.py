@@ -25,13 +25,20 @@ __all__ = ["UKF", "SigmaPoints", "merwe_sigma_points", "julier_sigma_points",
 class SigmaPoints(NamedTuple):
     """Sigma points and their weights.
 
-    Attributes
+    Parameters
     ----------
     points : ndarray (2n + 1, n)
+        The points, one per row (the mean first).
     wm : ndarray (2n + 1,)
         Weights of the mean.
     wc : ndarray (2n + 1,)
         Weights of the covariance.
+
+    Examples
+    --------
+    >>> sp = julier_sigma_points(np.zeros(2), np.eye(2), kappa=1.0)
+    >>> sp.points.shape, sp.wm.round(3).tolist()
+    ((5, 2), [0.333, 0.167, 0.167, 0.167, 0.167])
     """
 
     points: np.ndarray
@@ -53,6 +60,24 @@ def merwe_sigma_points(mean, cov, alpha: float = 1.0, beta: float = 2.0,
     chol((n + lambda) P)``; ``wm_0 = lambda / (n + lambda)``,
     ``wc_0 = wm_0 + 1 - alpha^2 + beta``, others ``1 / (2 (n + lambda))``.
 
+    Parameters
+    ----------
+    mean : ndarray (n,)
+        Mean of the distribution.
+    cov : ndarray (n, n)
+        Its covariance.
+    alpha : float, default 1.0
+        Spread of the points around the mean.
+    beta : float, default 2.0
+        Prior knowledge of the distribution (2 is optimal for a Gaussian).
+    kappa : float, default 0.0
+        Secondary scaling parameter.
+
+    Returns
+    -------
+    SigmaPoints
+        ``2n + 1`` points with their mean and covariance weights.
+
     Examples
     --------
     >>> sp = merwe_sigma_points(np.zeros(2), np.eye(2))
@@ -71,6 +96,20 @@ def merwe_sigma_points(mean, cov, alpha: float = 1.0, beta: float = 2.0,
 
 def julier_sigma_points(mean, cov, kappa: float = 0.0) -> SigmaPoints:
     """Sigma points of Julier & Uhlmann (1997): weight ``kappa / (n + kappa)`` at the mean.
+
+    Parameters
+    ----------
+    mean : ndarray (n,)
+        Mean of the distribution.
+    cov : ndarray (n, n)
+        Its covariance.
+    kappa : float, default 0.0
+        Weight parameter (``n + kappa = 3`` matches the Gaussian's fourth moment).
+
+    Returns
+    -------
+    SigmaPoints
+        ``2n + 1`` points; mean and covariance weights are equal.
 
     Examples
     --------
@@ -103,6 +142,13 @@ def unscented_transform(Y: np.ndarray, wm: np.ndarray, wc: np.ndarray,
     mean : ndarray (p,)
     cov : ndarray (p, p)
     cross : ndarray (n, p), only when ``X`` is given
+
+    Examples
+    --------
+    >>> sp = merwe_sigma_points(np.array([1.0, 2.0]), np.diag([1.0, 4.0]))
+    >>> mean, cov = unscented_transform(2.0 * sp.points, sp.wm, sp.wc)  # a linear map is exact
+    >>> mean.round(6).tolist(), np.diag(cov).round(6).tolist()
+    ([2.0, 4.0], [4.0, 16.0])
     """
     mean = wm @ Y
     dY = Y - mean

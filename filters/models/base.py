@@ -16,6 +16,18 @@ class Model(ABC):
     tangent-linear model of one step), which the Kalman filter needs and the
     extended Kalman filter uses when present.  ``coordinates`` and ``period``
     place the state components in space for localisation.
+
+    Examples
+    --------
+    >>> class Decay(Model):  # x' = -x, solved exactly
+    ...     ndim, linear = 1, True
+    ...     def step(self, x, t, dt):
+    ...         return x * np.exp(-dt)
+    ...     def jacobian(self, x, t, dt):
+    ...         return np.array([[np.exp(-dt)]])
+    >>> x, M = Decay().integrate_tlm(np.array([1.0]), 0.0, 0.5, 2)
+    >>> x.round(4).tolist(), M.round(4).tolist()
+    ([0.3679], [[0.3679]])
     """
 
     #: State dimension n.
@@ -81,6 +93,20 @@ class RK4Model(Model):
 
     Subclasses give :meth:`tendency` and :meth:`tendency_jacobian`; the exact
     Jacobian of one RK4 step follows by the chain rule through the stages.
+
+    Examples
+    --------
+    >>> class Relaxation(RK4Model):  # dx/dt = -x
+    ...     ndim = 1
+    ...     def tendency(self, x):
+    ...         return -x
+    ...     def tendency_jacobian(self, x):
+    ...         return -np.eye(1)
+    >>> model = Relaxation()
+    >>> model.integrate(np.array([1.0]), 0.0, 0.1, 10).round(5).tolist()  # exp(-1) = 0.36788
+    [0.36788]
+    >>> model.jacobian(np.array([1.0]), 0.0, 0.1).round(6).tolist()  # exp(-0.1) to O(dt^5)
+    [[0.904838]]
     """
 
     @abstractmethod
@@ -120,6 +146,20 @@ def finite_difference_jacobian(fun, x: np.ndarray, eps: float = 1e-6) -> np.ndar
 
     All 2n perturbed points are evaluated as one batch of shape (2n, n), so a
     model that steps an ensemble in one call pays for one call.
+
+    Parameters
+    ----------
+    fun : callable
+        Maps a batch (2n, n) of states to a batch (2n, m) of outputs.
+    x : ndarray (n,)
+        Where to differentiate.
+    eps : float, default 1e-6
+        Relative step: component ``i`` moves by ``eps * max(1, |x_i|)``.
+
+    Returns
+    -------
+    ndarray (m, n)
+        The Jacobian.
 
     Examples
     --------

@@ -20,6 +20,16 @@ class ObservationOperator(ABC):
     ``site_indices`` (the observed state components, for direct observations)
     or ``locations`` (coordinates, shape (m, D)) tell localisation where each
     observation is.
+
+    Examples
+    --------
+    >>> class Norm(ObservationOperator):  # the Euclidean norm of a 2-D state
+    ...     nobs, ndim = 1, 2
+    ...     def __call__(self, x):
+    ...         return np.linalg.norm(x, axis=-1, keepdims=True)
+    >>> H = Norm()
+    >>> H(np.array([3.0, 4.0])).tolist(), H.jacobian(np.array([3.0, 4.0])).round(6).tolist()
+    ([5.0], [[0.6, 0.8]])
     """
 
     #: Number of observations m.
@@ -48,6 +58,13 @@ class ObservationOperator(ABC):
 
 class Subset(ObservationOperator):
     """Direct observations of the state components ``indices``.
+
+    Parameters
+    ----------
+    ndim : int
+        State dimension n.
+    indices : array_like of int (m,)
+        The observed components, each in ``[0, n)``.
 
     Examples
     --------
@@ -82,6 +99,11 @@ class Subset(ObservationOperator):
 class Identity(Subset):
     """Every state component observed directly (``H = I``).
 
+    Parameters
+    ----------
+    ndim : int
+        State dimension n (= number of observations).
+
     Examples
     --------
     >>> Identity(3)(np.array([1.0, 2.0, 3.0])).tolist()
@@ -100,6 +122,13 @@ class Identity(Subset):
 
 class LinearObservation(ObservationOperator):
     """``H(x) = H x`` for a matrix ``H`` (m, n).
+
+    Parameters
+    ----------
+    H : array_like (m, n)
+        The observation matrix.
+    locations : array_like of shape (m, D), optional
+        Observation coordinates, for localisation.
 
     Examples
     --------

@@ -46,6 +46,20 @@ def rk4_step(f: Callable, x, dt: float):
     The stages are written in the same order as :meth:`filters.models.RK4Model.step`
     and the Numba kernels, so the rounding is the same.
 
+    Parameters
+    ----------
+    f : callable
+        The tendency ``f(x)``.
+    x : ndarray or torch.Tensor
+        The state.
+    dt : float
+        The time step.
+
+    Returns
+    -------
+    ndarray or torch.Tensor
+        The state one step later, of the type of ``x``.
+
     Examples
     --------
     >>> float(rk4_step(lambda x: -x, torch.tensor(1.0, dtype=torch.float64), 0.1))
@@ -63,6 +77,18 @@ class TorchModel(Model):
 
     Subclasses implement :meth:`torch_step`; :meth:`step` (numpy) defaults to
     running it without gradient.
+
+    Examples
+    --------
+    >>> class Doubling(TorchModel):  # x_{k+1} = 2 x_k
+    ...     ndim = 1
+    ...     def torch_step(self, x, t, dt):
+    ...         return 2.0 * x
+    >>> m = Doubling()
+    >>> m.step(np.array([1.5]), 0.0, 1.0).tolist()
+    [3.0]
+    >>> m.torch_integrate(torch.ones(1, dtype=DTYPE), 0.0, 1.0, 3).tolist()
+    [8.0]
     """
 
     def torch_step(self, x: torch.Tensor, t: float, dt: float) -> torch.Tensor:
@@ -82,6 +108,11 @@ class TorchModel(Model):
 
 class TorchLorenz63(Lorenz63, TorchModel):
     """:class:`~filters.models.Lorenz63` with a torch step (same parameters).
+
+    Parameters
+    ----------
+    sigma, rho, beta : float
+        The classical parameters (10, 28, 8/3 give the chaotic attractor).
 
     Examples
     --------
@@ -106,6 +137,13 @@ class TorchLorenz63(Lorenz63, TorchModel):
 class TorchLorenz96(Lorenz96, TorchModel):
     """:class:`~filters.models.Lorenz96` with a torch step (same parameters).
 
+    Parameters
+    ----------
+    n : int
+        Number of sites (any n >= 4).
+    forcing : float
+        The constant forcing F (8 gives chaos).
+
     Examples
     --------
     >>> m = TorchLorenz96(n=4)
@@ -128,6 +166,11 @@ class TorchLorenz96(Lorenz96, TorchModel):
 
 class TorchLinearGaussian(LinearGaussian, TorchModel):
     """:class:`~filters.models.LinearGaussian` with a torch step ``x M^T``.
+
+    Parameters
+    ----------
+    M : array_like of shape (n, n)
+        The transition matrix.
 
     Examples
     --------
@@ -272,6 +315,21 @@ def as_torch_observation(obs: ObservationOperator) -> Callable[[torch.Tensor], t
     (or any operator with a ``torch_call`` method) is used as it is; a
     :class:`~filters.models.CallableObservation` is assumed to be written with
     operations that torch tensors support (its function is called on tensors).
+
+    Parameters
+    ----------
+    obs : ObservationOperator
+        Any operator of :mod:`filters.models`, or one with a ``torch_call`` method.
+
+    Returns
+    -------
+    callable
+        Maps a float64 tensor (..., n) to (..., m), differentiably.
+
+    Raises
+    ------
+    ValueError
+        If the operator has no torch version.
 
     Examples
     --------

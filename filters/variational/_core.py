@@ -38,11 +38,35 @@ __all__ = ["VarWindow", "WindowResult", "NonFiniteCostError", "VariationalConver
 
 
 class NonFiniteCostError(FloatingPointError):
-    """The 4D-Var cost or its gradient became NaN or infinite during a minimisation."""
+    """The 4D-Var cost or its gradient became NaN or infinite during a minimisation.
+
+    Examples
+    --------
+    >>> from filters.models import LinearGaussian, Identity
+    >>> win = VarWindow.create([1e200], 1.0, [[1.0]], [1], 1, 1.0)  # the cost overflows
+    >>> with np.errstate(over="ignore"):
+    ...     try:
+    ...         gauss_newton_solve(win, LinearGaussian([[1e200]]), Identity(1))
+    ...     except NonFiniteCostError:
+    ...         print("not finite")
+    not finite
+    """
 
 
 class VariationalConvergenceWarning(UserWarning):
-    """Some assimilation windows stopped before their minimiser converged."""
+    """Some assimilation windows stopped before their minimiser converged.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", VariationalConvergenceWarning)
+    ...     try:
+    ...         warnings.warn("2 of 10 windows did not converge", VariationalConvergenceWarning)
+    ...     except VariationalConvergenceWarning as warning:
+    ...         print(warning)
+    2 of 10 windows did not converge
+    """
 
 
 # ----------------------------------------------------------------------------
@@ -54,7 +78,7 @@ class VarWindow:
 
     Build it with :meth:`create`, which validates.
 
-    Attributes
+    Parameters
     ----------
     xb : ndarray (n,)
         Background of the state at the start of the window.
@@ -73,6 +97,14 @@ class VarWindow:
         perfect model (strong constraint).
     t0, dt : float
         Start time and model time step.
+
+    Examples
+    --------
+    >>> w = VarWindow.create([0.0, 0.0], 1.0, [[1.0, np.nan]], [1], 1, 0.5, Q=0.1)
+    >>> w.ndim, w.nobs, w.is_weak, w.control_size
+    (2, 2, True, 4)
+    >>> w.y0.tolist()  # the missing observation is zeroed (and gets zero weight)
+    [[1.0, 0.0]]
     """
 
     xb: np.ndarray
@@ -206,7 +238,7 @@ def _whitening(y: np.ndarray, R: Covariance):
 class WindowResult:
     """The solution of one window and how the minimiser got there.
 
-    Attributes
+    Parameters
     ----------
     trajectory : ndarray (K + 1, n)
         Analysed state at every model step of the window (step 0: start).
@@ -236,6 +268,16 @@ class WindowResult:
         Gauss-Newton posterior covariance of ``w``: ``(I + G^T G)^{-1}``.
     noise_sqrt : ndarray (n, n) or None
         ``(dt Q)^{1/2}``, to turn ``w`` into model errors.
+
+    Examples
+    --------
+    >>> from filters.models import LinearGaussian, Identity
+    >>> win = VarWindow.create([0.0], 1.0, [[1.0]], [1], 1, 1.0)  # xb = 0, y = 1, B = R = 1
+    >>> res = gauss_newton_solve(win, LinearGaussian([[1.0]]), Identity(1))
+    >>> res.cost_start, round(res.cost_end, 6), res.has_covariance
+    (0.5, 0.25, True)
+    >>> res.cov(1).round(6).tolist()  # posterior variance 1 / (1/B + 1/R)
+    [[0.5]]
     """
 
     trajectory: np.ndarray

@@ -623,7 +623,7 @@ class WeakConstraint4DVar(_Windowed4DVar):
 class QEstimate(NamedTuple):
     """Result of :func:`estimate_Q`.
 
-    Attributes
+    Parameters
     ----------
     Q : Covariance
         Final diagonal estimate (per unit time).
@@ -633,6 +633,14 @@ class QEstimate(NamedTuple):
         Whether the relative change fell below ``rtol``.
     dataset : xarray.Dataset
         The last run.
+
+    Examples
+    --------
+    >>> from filters.settings import linear_gaussian
+    >>> est = estimate_Q(WeakConstraint4DVar(window=2, B="prior", Q=1.0),
+    ...                  linear_gaussian(n=2, n_obs=20), n_iter=2)
+    >>> est.Q.dim, est.history.shape, est.dataset.attrs["filter"]
+    (2, (3, 2), 'weak 4D-Var')
     """
 
     Q: Covariance

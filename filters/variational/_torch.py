@@ -212,6 +212,19 @@ def var3d_cost(x, xb, y, obs, B, R) -> torch.Tensor:
 def strong_constraint_cost(x0, window: VarWindow, model, obs) -> torch.Tensor:
     """Strong-constraint 4D-Var cost of ``x0`` (n,) over ``window``, a torch scalar.
 
+    Parameters
+    ----------
+    x0 : torch.Tensor (n,)
+        Initial state of the window (differentiable).
+    window : VarWindow
+    model, obs
+        Model and observation operator, as in :class:`WindowCost`.
+
+    Returns
+    -------
+    torch.Tensor (scalar)
+        ``1/2 |x0 - xb|^2_{B^-1} + 1/2 sum_i |y_i - H(M_{0->s_i}(x0))|^2_{R^-1}``.
+
     Examples
     --------
     >>> from filters.models import LinearGaussian, Identity
@@ -225,6 +238,20 @@ def strong_constraint_cost(x0, window: VarWindow, model, obs) -> torch.Tensor:
 
 def weak_constraint_cost(xs, window: VarWindow, model, obs) -> torch.Tensor:
     """Weak-constraint 4D-Var cost of the states ``xs`` (K + 1, n), a torch scalar.
+
+    Parameters
+    ----------
+    xs : torch.Tensor (K + 1, n)
+        The state at every model step of the window (differentiable).
+    window : VarWindow
+        A window with a model-error covariance ``Q``.
+    model, obs
+        Model and observation operator, as in :class:`WindowCost`.
+
+    Returns
+    -------
+    torch.Tensor (scalar)
+        The strong-constraint terms plus ``1/2 sum_j |x_{j+1} - M(x_j)|^2_{(dt Q)^-1}``.
 
     Examples
     --------
@@ -268,6 +295,14 @@ def lbfgs_solve(window: VarWindow, model, obs, *, maxiter: int = 200, gtol: floa
     ------
     NonFiniteCostError
         When the cost or the gradient becomes NaN or infinite.
+
+    Examples
+    --------
+    >>> from filters.models import LinearGaussian, Identity
+    >>> win = VarWindow.create([0.0], 1.0, [[1.0]], [1], 1, 1.0)  # xb = 0, y = 1, B = R = 1
+    >>> res = lbfgs_solve(win, LinearGaussian([[1.0]]), Identity(1))
+    >>> res.trajectory.round(6).tolist(), res.converged, round(res.cost_end, 6)
+    ([[0.5], [0.5]], True, 0.25)
     """
     cost = WindowCost(window, model, obs)
     d = window.control_size
