@@ -1,4 +1,4 @@
-"""The main job for now: a Lorenz-96 comparison of the filters (``make demo``).
+"""A Lorenz-96 comparison of the filters (``make demo-filters``).
 
 Runs every filter of the package on DAPPER's ``sakov2008`` setting with the
 same truth and observations, prints analysis RMSE and spread (time averages
@@ -7,7 +7,7 @@ time per cycle, and writes one netCDF file per filter.
 
 Usage::
 
-    python -m filters.demo --out runs/demo [--cycles 1000] [--seed 0]
+    python -m filters.demo --out runs/demo-filters [--cycles 1000] [--seed 0]
 """
 
 from __future__ import annotations
