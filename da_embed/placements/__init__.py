@@ -4,15 +4,16 @@ Every placement applies N members as one batch, costs no weight copy per
 member, is exactly the unmodified model at the zero state, and restores the
 model bit for bit when removed.
 
-=====================  ===============================  ==========================================
-placement              state (n)                        where it hooks
-=====================  ===============================  ==========================================
-:class:`EmbeddingScale`      d_model                    output of the input embedding
-:class:`HiddenScale`         d_model                    input of the LM head (trunk runs once)
-:class:`SingularValueScale`  sum of min(out, in)        outputs of chosen Linear / Conv1D modules
-:class:`RotaryScale`         1 or h, + h, + h - 1       rotary (cos, sin); q_proj / k_proj outputs
-:class:`Subspace`            k (wraps any of the above) s = s_ref + P z
-=====================  ===============================  ==========================================
+===========================  ==========================  ==========================================
+placement                    state (n)                   where it hooks
+===========================  ==========================  ==========================================
+:class:`EmbeddingScale`      d_model                     output of the input embedding
+:class:`HiddenScale`         d_model                     input of the LM head (trunk runs once)
+:class:`SingularValueScale`  sum of min(out, in)         outputs of chosen Linear / Conv1D modules
+:class:`RotaryScale`         1 or h, + h, + h - 1        rotary (cos, sin); q_proj / k_proj outputs
+:class:`Subspace`            k (wraps any of the above)  s = s_ref + P z
+:class:`Hypersurface`        n of the wrapped placement  as wrapped; s_k generated from context
+===========================  ==========================  ==========================================
 
 Examples
 --------
@@ -30,9 +31,10 @@ Examples
 from .base import Placement
 from .embedding import EmbeddingScale
 from .hidden import HiddenScale
+from .hypersurface import Hypersurface
 from .rotary import RotaryScale, givens_matrix
 from .singular import SingularValueScale
 from .subspace import Subspace
 
 __all__ = ["Placement", "EmbeddingScale", "HiddenScale", "SingularValueScale", "RotaryScale",
-           "Subspace", "givens_matrix"]
+           "Subspace", "Hypersurface", "givens_matrix"]
