@@ -18,22 +18,27 @@ from .dynamics import (LearnedDynamics, LowRankAdapter, RandomWalk, TransitionNe
                        count_parameters)
 from .methods import METHODS, make_method
 from .observations import TokenNLLObservation
-from .placements import (EmbeddingScale, HiddenScale, Placement, RotaryScale,
+from .placements import (EmbeddingScale, HiddenScale, Hypersurface, Placement, RotaryScale,
                          SingularValueScale, Subspace)
-from .planted import PlantedShift, planted_shift
+from .planted import PlantedDrift, PlantedShift, planted_drift, planted_shift
+from .spinup import SpinupConfig, SpinupResult, load_dynamics, load_spinup, spinup
 from .subspaces import fisher_subspace
 from .trajectory import open_trajectory
+from .transformer2 import Experts, TwoPass, load_experts, train_experts
 
 __all__ = [
     "__version__",
     # placements
     "Placement", "EmbeddingScale", "HiddenScale", "SingularValueScale", "RotaryScale",
-    "Subspace", "fisher_subspace",
+    "Subspace", "Hypersurface", "fisher_subspace",
     # dynamics
     "TransitionNetwork", "LowRankAdapter", "RandomWalk", "LearnedDynamics", "count_parameters",
+    "spinup", "SpinupConfig", "SpinupResult", "load_dynamics", "load_spinup",
     # observations and the online loop
     "TokenNLLObservation", "OnlineAssimilator", "PrequentialConfig", "AssimilationDiverged",
     "METHODS", "make_method", "Frozen", "DynamicEvaluation", "VerificationRule", "PointState",
+    "Experts", "TwoPass", "train_experts", "load_experts",
     # comparison and outputs
     "compare", "Comparison", "open_trajectory", "PlantedShift", "planted_shift",
+    "PlantedDrift", "planted_drift",
 ]

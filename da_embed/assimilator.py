@@ -53,7 +53,7 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
-from filters import Filter
+from filters import EKF, DiagonalEKF, Filter
 from filters.covariance import as_covariance
 from filters.models import Model
 
@@ -66,6 +66,9 @@ from .trajectory import WINDOW_VARIABLES, TrajectoryRecorder, TrajectoryWriter
 
 __all__ = ["PrequentialConfig", "OnlineAssimilator", "AssimilationDiverged", "max_positions",
            "WindowedAnalysis"]
+
+#: Largest state size whose final analysis covariance is stored (n x n float64: 8 MiB).
+_MAX_STORED_COVARIANCE = 1024
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -146,11 +149,37 @@ class PrequentialConfig:
 
 
 class AssimilationDiverged(RuntimeError):
-    """The state estimate became non-finite or exploded; completed chunks are kept."""
+    """The state estimate became non-finite or exploded; completed chunks are kept.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise AssimilationDiverged("etkf diverged at chunk 3; 3 completed chunks were kept")
+    ... except RuntimeError as error:
+    ...     print(type(error).__name__)
+    AssimilationDiverged
+    """
 
 
 def max_positions(model) -> int | None:
-    """The model's position limit (``n_positions`` or ``max_position_embeddings``), if any."""
+    """The model's position limit (``n_positions`` or ``max_position_embeddings``), if any.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        Any model with a ``config`` (or anything else: then None).
+
+    Returns
+    -------
+    int or None
+        The most tokens one forward pass may see, None when the config has no limit.
+
+    Examples
+    --------
+    >>> from da_embed.testing import tiny_gpt2, tiny_llama
+    >>> max_positions(tiny_gpt2()), max_positions(tiny_llama()), max_positions(object())
+    (64, 128, None)
+    """
     config = getattr(model, "config", None)
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
         v = getattr(config, attr, None)
@@ -183,6 +212,23 @@ class WindowedAnalysis:
     Q : Covariance or None
         The run's process noise per chunk; weak constraint uses the filter's
         resolved ``window_Q_`` (its own ``Q``, else this one).
+
+    Examples
+    --------
+    >>> from filters import StrongConstraint4DVar
+    >>> from filters.covariance import as_covariance
+    >>> from filters.models import Identity, LinearGaussian
+    >>> from filters.states import GaussianState
+    >>> flt = StrongConstraint4DVar(window=2, B="eye", xB=1.0, minimizer="gauss-newton")
+    >>> dynamics, prior = LinearGaussian(np.eye(1)), GaussianState(np.zeros(1), np.eye(1))
+    >>> flt.setup(dynamics, None, prior, 1.0, None)
+    >>> window = WindowedAnalysis(flt, dynamics, prior.mean, as_covariance(1.0, 1), None)
+    >>> for k in range(3):  # observe 1 at every chunk (a scalar state, B = R = 1)
+    ...     state, info = window.analyse(k, Identity(1), np.array([1.0]))
+    ...     print(k, info["window_chunks"], state.mean.round(4).tolist())
+    0 1 [0.5]
+    1 2 [0.6667]
+    2 2 [0.8333]
     """
 
     def __init__(self, flt, dynamics, prior_mean, R, Q) -> None:
@@ -238,6 +284,10 @@ class _DiagonalPrior:
         return self.variance * np.eye(self.ndim)
 
     @property
+    def variances(self) -> np.ndarray:  # what the diagonal EKF reads (no n x n matrix)
+        return np.full(self.ndim, self.variance)
+
+    @property
     def spread(self) -> np.ndarray:
         return np.full(self.ndim, math.sqrt(self.variance))
 
@@ -263,7 +313,8 @@ class OnlineAssimilator:
         :class:`~da_embed.dynamics.LearnedDynamics`) gets the pooled final
         hidden state of each chunk after it is scored.
     P0 : float, default 0.1
-        Prior variance of every state component (the prior is N(0, P0 I)).
+        Prior variance of every state component (the prior is N(0, P0 I), or
+        N(s_b, P0 I) when ``dynamics`` has an ``initial_state`` s_b).
     Q : float or array_like, default 0.01
         Process-noise covariance per chunk (scalar, variances or matrix); 0
         means none (the identity forecast).  DESIGN section 8: the EKF with
@@ -283,6 +334,9 @@ class OnlineAssimilator:
         Members per forward pass.
     max_dense_state : int, default 4096
         Largest n for methods with an n x n covariance (EKF, UKF, 3D-Var).
+        Above it the EKF (``"ekf"`` or a :class:`filters.EKF` object) switches
+        to the diagonal-covariance :class:`filters.DiagonalEKF` with the same
+        options (``filter`` in the output says ``"diagonal EKF"``).
     max_sigma_points : int, default 257
         Largest 2n + 1 for the UKF (n <= 128 by default).
     model_name : str, optional
@@ -291,6 +345,9 @@ class OnlineAssimilator:
         Method label in outputs (default: the method's name).
     progress : bool, default False
         Show a tqdm progress bar.
+    attrs : dict, optional
+        Extra global attributes of the output (e.g. the segments of a
+        multi-domain stream), written with the others from the start.
 
     Attributes
     ----------
@@ -321,7 +378,8 @@ class OnlineAssimilator:
                  decrement: float = 1.0, members: int = 16, seed: int = 0,
                  member_batch: int = 32, max_dense_state: int = 4096,
                  max_sigma_points: int = 257, model_name: str | None = None,
-                 label: str | None = None, progress: bool = False) -> None:
+                 label: str | None = None, progress: bool = False,
+                 attrs: dict | None = None) -> None:
         self.placement = placement
         self.method = method
         self.protocol = protocol
@@ -332,6 +390,7 @@ class OnlineAssimilator:
         self.member_batch = member_batch
         self.max_dense_state, self.max_sigma_points = max_dense_state, max_sigma_points
         self.model_name, self.label, self.progress = model_name, label, progress
+        self.attrs = attrs
 
     # ----------------------------------------------------------------- set-up
     def _build(self):
@@ -360,6 +419,10 @@ class OnlineAssimilator:
         else:
             raise ValueError(f"method must be a method name or a filters.Filter, got "
                              f"{type(self.method).__name__}")
+        if type(flt) is EKF and n > self.max_dense_state:
+            # Above the dense limit the EKF keeps a diagonal covariance (O(n L^2)).
+            flt = DiagonalEKF(jacobian=flt.jacobian, infl_rate=flt.infl_rate,
+                              fd_eps=flt.fd_eps, inflation=flt.inflation)
         flt.validate()
         dense = getattr(flt, "name", "") in ("EKF", "UKF", "KF", "3D-Var", "4D-Var",
                                              "weak 4D-Var")
@@ -470,9 +533,12 @@ class OnlineAssimilator:
         bar = tqdm(total=len(starts), desc=label, disable=not self.progress, leave=False,
                    unit="chunk")
         t_start = time.perf_counter()
+        last = None  # the analysis of the last completed chunk (its covariance is stored)
         try:
             with self.placement.attached():
                 prior = _DiagonalPrior(n, self.P0)
+                if getattr(dyn, "initial_state", None) is not None:
+                    prior.mean = np.array(dyn.initial_state, dtype=float)  # spin-up's s_b
                 state = flt.initialize(prior, rng)
                 window = None
                 if windowed:
@@ -527,7 +593,7 @@ class OnlineAssimilator:
                     if writer is not None:
                         writer.append(record)
                     state = analysed
-                    self.state_ = state
+                    self.state_ = last = state
                     nll_sum += record["nll"]
                     bar.update(1)
                     bar.set_postfix(ppl=f"{math.exp(nll_sum / (k + 1)):.4g}")
@@ -541,9 +607,11 @@ class OnlineAssimilator:
         finally:
             bar.close()
             final = self._final_attrs(recorder, status, time.perf_counter() - t_start)
+            cov = _final_covariance(last, n)
+            arrays = {} if cov is None else {"analysis_covariance": cov}
             if writer is not None:
-                writer.close(final)
-            self.dataset_ = recorder.to_dataset({**attrs, **final})
+                writer.close(final, arrays)
+            self.dataset_ = recorder.to_dataset({**attrs, **final}, arrays)
         return self.dataset_
 
     # --------------------------------------------------------------- metadata
@@ -573,6 +641,9 @@ class OnlineAssimilator:
             "target": self.target, "decrement": float(self.decrement), "R": r, "Q": q,
             "P0": float(self.P0), "dynamics": json.dumps(dyn_params, default=str),
             "state_dim": n, "adaptation_parameters": (0 if label == "frozen" else n + dyn_count),
+            **({} if getattr(flt, "adaptation_parameters", None) is None
+               else {"adaptation_parameters": int(flt.adaptation_parameters)}),  # e.g. T2's experts
+            **(self.attrs or {}),
         }
 
     @staticmethod
@@ -583,6 +654,18 @@ class OnlineAssimilator:
         return {"status": status, "chunks_completed": K, "tokens_scored": tokens,
                 "nll_mean": nll, "perplexity": math.exp(nll) if K else float("nan"),
                 "wall_time_total": float(seconds)}
+
+
+def _final_covariance(state, n: int):
+    """The state's covariance (the ensemble's sample covariance), or None.
+
+    None for point estimates (frozen, dyneval, verify: no ``cov``), for no
+    completed chunk, and above ``_MAX_STORED_COVARIANCE``.
+    """
+    if state is None or n > _MAX_STORED_COVARIANCE or not hasattr(state, "cov"):
+        return None
+    cov = np.asarray(state.cov, dtype=float)
+    return cov if cov.shape == (n, n) and np.all(np.isfinite(cov)) else None
 
 
 def _spread(state) -> np.ndarray:

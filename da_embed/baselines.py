@@ -29,6 +29,11 @@ __all__ = ["PointState", "Frozen", "DynamicEvaluation", "VerificationRule"]
 class PointState:
     """A point estimate of the state (no uncertainty).
 
+    Parameters
+    ----------
+    mean : ndarray (n,)
+        The state.
+
     Examples
     --------
     >>> PointState(np.array([1.0, 2.0])).spread.tolist()

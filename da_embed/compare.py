@@ -21,6 +21,7 @@ The chunk, context, stride and token counts are printed with every table.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -35,7 +36,7 @@ import xarray as xr
 
 from ._version import __version__
 from .assimilator import OnlineAssimilator, PrequentialConfig
-from .methods import make_method, parse_methods, split_method
+from .methods import EXPERT_METHODS, WINDOWED_METHODS, make_method, parse_methods, split_method
 from .metrics import PairedChange, paired_change, perplexity
 from .placements import (EmbeddingScale, HiddenScale, Placement, RotaryScale,
                          SingularValueScale)
@@ -52,6 +53,24 @@ DYNEVAL_LR_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
 
 def make_placement(model, spec) -> Placement:
     """A placement from a name: ``hidden``, ``embedding``, ``svf[:targets]``, ``rotary[:mode]``.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        The frozen causal LM.
+    spec : str or Placement
+        A name of :data:`PLACEMENTS` with its options (``svf:mlp``,
+        ``rotary:base``), or a placement, returned as it is.
+
+    Returns
+    -------
+    Placement
+        Not attached yet.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
 
     Examples
     --------
@@ -93,6 +112,21 @@ def load_model(path):
         If ``path`` does not exist.
     ValueError
         If it holds no loadable causal LM or tokenizer.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from transformers.utils import logging as hf_logging
+    >>> from da_embed.reference import train_tokenizer
+    >>> from da_embed.testing import tiny_llama
+    >>> hf_logging.disable_progress_bar()
+    >>> tokenizer = train_tokenizer("hello world. " * 50, vocab_size=300)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     tiny_llama(vocab_size=len(tokenizer)).save_pretrained(folder)
+    ...     _ = tokenizer.save_pretrained(folder)
+    ...     model, tok = load_model(folder)
+    >>> type(model).__name__, model.training, len(tok) == len(tokenizer)
+    ('LlamaForCausalLM', False, True)
     """
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -179,6 +213,16 @@ def tune_dyneval_lr(placement: Placement, tune_ids, protocol: PrequentialConfig,
     best : float
     results : dict
         Learning rate -> prequential perplexity on the tuning text.
+
+    Examples
+    --------
+    >>> from da_embed.testing import tiny_gpt2, random_input_ids
+    >>> model = tiny_gpt2()
+    >>> ids = random_input_ids(model, batch=1, length=40)[0].numpy()
+    >>> best, results = tune_dyneval_lr(HiddenScale(model), ids, PrequentialConfig(8, 8),
+    ...                                 grid=(0.01, 0.1), max_tokens=32)
+    >>> best in results, sorted(results)
+    (True, [0.01, 0.1])
     """
     tune = PrequentialConfig(chunk=protocol.chunk, context=protocol.context,
                              stride=protocol.stride, max_tokens=max_tokens)
@@ -196,7 +240,7 @@ def tune_dyneval_lr(placement: Placement, tune_ids, protocol: PrequentialConfig,
 class Comparison:
     """The result of :func:`compare`.
 
-    Attributes
+    Parameters
     ----------
     rows : tuple of dict
         One per method: method, perplexity, change_pct, ci_low, ci_high,
@@ -208,6 +252,18 @@ class Comparison:
         P0, Q, R, target, members, seed, tuned learning rate, ...).
     datasets : dict
         Method -> trajectory (xarray.Dataset).
+
+    Examples
+    --------
+    >>> from da_embed.testing import tiny_gpt2, random_input_ids
+    >>> model = tiny_gpt2()
+    >>> ids = random_input_ids(model, batch=1, length=40)[0]
+    >>> res = compare(model, ids, methods="frozen,ekf", protocol=PrequentialConfig(8, 8),
+    ...               print_fn=None)
+    >>> [row["method"] for row in res.rows], sorted(res.datasets), res.rows[0]["tokens"]
+    (['frozen', 'ekf'], ['ekf', 'frozen'], 32)
+    >>> res.table().splitlines()[0]
+    'da-embed compare: model GPT2LMHeadModel, placement hidden (state n = 32), subspace none'
     """
 
     rows: tuple
@@ -245,8 +301,17 @@ class Comparison:
         widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
         fmt = lambda row: "  ".join(  # noqa: E731
             v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
-        return "\n".join(head + ["", fmt(cols), fmt(tuple("-" * w for w in widths))]
-                         + [fmt(b) for b in body])
+        lines = (head + ["", fmt(cols), fmt(tuple("-" * w for w in widths))]
+                 + [fmt(b) for b in body])
+        domains = list(dict.fromkeys(d for r in self.rows for d in r.get("domains") or {}))
+        if domains:  # a multi-domain stream: perplexity of the chunks starting in each domain
+            w = max(len(r["method"]) for r in self.rows)
+            lines += ["", "perplexity by domain (chunks by their first token): "
+                      + ", ".join(domains)]
+            lines += [r["method"].ljust(w) + "  " + "  ".join(
+                f"{d} {r['domains'].get(d, float('nan')):.2f}" for d in domains)
+                for r in self.rows]
+        return "\n".join(lines)
 
     def summary(self) -> dict:
         """JSON-serialisable summary (written to ``summary.json``)."""
@@ -261,7 +326,8 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
             decrement: float = 1.0, dyneval_lr: float | None = None, tune_tokens: int = 4096,
             method_options: dict | None = None, seed: int = 0, out=None,
             model_name: str | None = None, progress: bool = False, n_boot: int = 2000,
-            print_fn: Callable[[str], None] | None = print) -> Comparison:
+            print_fn: Callable[[str], None] | None = print, experts=None,
+            segments=None, dynamics=None) -> Comparison:
     """Run several methods on one token stream and tabulate them against frozen.
 
     Parameters
@@ -307,6 +373,21 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
         Bootstrap resamples.
     print_fn : callable or None, default print
         Receives the table (None: print nothing).
+    experts : da_embed.transformer2.Experts, optional
+        The expert states of ``t2`` and ``t2-cem`` (which run in the
+        placement's full state, never in ``subspace``).
+    segments : list of dict, optional
+        The domains of a multi-domain stream (``domain``, ``start``, ``stop``
+        per segment, as :func:`da_embed.corpora.alternate_segments` returns
+        them): stored in every output's attributes, and each row gets the
+        perplexity of the chunks starting in each domain (``domains``).
+    dynamics : str, PathLike or SpinupResult, optional
+        Learned dynamics and Q (a :func:`da_embed.spinup.spinup` checkpoint or
+        result, learned on this placement): every method whose state is the
+        placement's (not windowed, not t2) also runs with them as its forecast
+        step and prior mean s_b, in a row ``NAME+learned`` next to its
+        random-walk row (``frozen+learned``: the learned dynamics alone, no
+        data assimilated).
 
     Returns
     -------
@@ -326,15 +407,36 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
     labels = [m for m in parse_methods(methods) if m != "frozen"]
     labels = ["frozen"] + labels
     options = {k.lower(): dict(v) for k, v in (method_options or {}).items()}
+    if experts is not None:
+        for label in labels:
+            if split_method(label)[0] in EXPERT_METHODS:
+                options.setdefault(split_method(label)[0], {}).setdefault("experts", experts)
+    if segments is not None:  # the segments of the part of the stream the runs read
+        used = len(np.asarray(token_ids)) if protocol.max_tokens is None else min(
+            len(np.asarray(token_ids)), protocol.max_tokens)
+        segments = [dict(s, stop=min(s["stop"], used)) for s in _check_segments(segments)
+                    if s["start"] < used]
+    seg_attrs = None if segments is None else {"segments": json.dumps(segments)}
     for label in labels:  # every method is checked before any work
         name, _ = split_method(label)
         make_method(name, members=members, P0=P0, **options.get(name, {}))
     base = make_placement(model, placement)
     placements = {}  # subspace spec -> placement (a Fisher basis is computed once)
+    learned = None
+    if dynamics is not None:
+        from .spinup import LEARNED_SUFFIX, SpinupResult, check_learned_placement, load_spinup
+
+        learned = dynamics if isinstance(dynamics, SpinupResult) else load_spinup(dynamics)
+        check_learned_placement(learned, base)
+
+    def base_label(label):
+        return label[:-len(LEARNED_SUFFIX)] if learned is not None \
+            and label.endswith(LEARNED_SUFFIX) else label
 
     def placement_for(label):
-        name, own = split_method(label)
-        spec = None if name == "frozen" else (own if own is not None else subspace)
+        name, own = split_method(base_label(label))
+        spec = (None if name == "frozen" or name in EXPERT_METHODS
+                else (own if own is not None else subspace))
         key = parse_subspace(spec)
         if key not in placements:
             placements[key] = make_subspace(base, spec, tune_ids=tune_ids, protocol=protocol,
@@ -345,14 +447,27 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
     mname = model_name or type(model).__name__
 
     def runner_for(label):
-        name, _ = split_method(label)
+        name, _ = split_method(base_label(label))
         flt = make_method(name, members=members, P0=P0, **options.get(name, {}))
-        return OnlineAssimilator(placement_for(label), flt, protocol=protocol, P0=P0, Q=Q, R=R,
+        dyn, q = None, Q
+        if label != base_label(label):  # a fresh copy: the dynamics keep the last summary
+            dyn, q = copy.deepcopy(learned.dynamics), np.asarray(learned.Q, dtype=float)
+        return OnlineAssimilator(placement_for(label), flt, protocol=protocol, P0=P0, Q=q, R=R,
                                  target=target, decrement=decrement, seed=seed,
-                                 model_name=mname, label=label, progress=progress)
+                                 model_name=mname, label=label, progress=progress,
+                                 attrs=seg_attrs, dynamics=dyn)
+
+    if learned is not None:  # NAME+learned after each method whose state the dynamics fit
+        labels = [x for lab in labels for x in (
+            [lab, lab + LEARNED_SUFFIX] if split_method(lab)[0] not in WINDOWED_METHODS
+            and split_method(lab)[0] not in EXPERT_METHODS
+            and placement_for(lab).state_dim == learned.dynamics.ndim else [lab])]
 
     for label in labels:  # subspaces and settings are built and checked before any run
-        runner_for(label)._build()
+        runner = runner_for(label)
+        runner._build()
+        if hasattr(runner.method, "check_placement"):  # t2: experts of this placement
+            runner.method.check_placement(runner.placement)
     runner_for("frozen")._check_stream(token_ids, protocol)
     tuned = None
     dyn_labels = [lab for lab in labels if split_method(lab)[0] == "dyneval"]
@@ -382,6 +497,9 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
         memory[label] = mem.peak_extra
         paths[label] = path
     rows, change = _rows(labels, datasets, timing, memory, paths, n_boot, seed)
+    if segments is not None:
+        for row in rows:
+            row["domains"] = _domain_perplexities(datasets[row["method"]], segments)
     fro = datasets["frozen"]
     settings = {
         "model": mname, "placement": type(base).__name__ if not isinstance(placement, str)
@@ -393,6 +511,9 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
         "target": target, "decrement": decrement,
         "dyneval_lr": options.get("dyneval", {}).get("lr"), "dyneval_lr_tuning": tuned,
         "method_options": options, "seed": seed, "stream_tokens": int(fro.attrs["stream_tokens"]),
+        "experts": None if experts is None else experts.params(),
+        "segments": segments,
+        "dynamics": None if learned is None else str(learned.checkpoint or "in memory"),
         "chunks": int(fro.sizes["time"]), "tokens_scored": int(fro["tokens"].sum()),
         "ci_level": 0.95, "ci_block": change.block, "n_boot": n_boot,
         "memory": "peak RSS during the method's run minus RSS at its start (5 ms sampling)",
@@ -403,6 +524,34 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
     if print_fn is not None:
         print_fn(result.table())
     return result
+
+
+def _check_segments(segments) -> list[dict]:
+    """Segments as plain dicts (domain, start, stop), checked."""
+    out = []
+    try:
+        for s in segments:
+            d = {"domain": str(s["domain"]), "start": int(s["start"]), "stop": int(s["stop"])}
+            if not 0 <= d["start"] < d["stop"]:
+                raise ValueError(f"bad bounds {d}")
+            out.append(d)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"segments must be a list of dicts with domain, start < stop (stream "
+                         f"indices), as alternate_segments returns: {exc}") from None
+    return out
+
+
+def _domain_perplexities(ds, segments) -> dict:
+    """Perplexity of the chunks whose first target token lies in each domain's segments."""
+    if ds is None or ds.sizes.get("time", 0) == 0:
+        return {}
+    starts = ds["chunk_start"].values
+    domain = np.full(starts.shape, "", dtype=object)
+    for s in segments:
+        domain[(starts >= int(s["start"])) & (starts < int(s["stop"]))] = str(s["domain"])
+    nll, tokens = ds["nll"].values, ds["tokens"].values
+    return {d: perplexity(nll[domain == d], tokens[domain == d])
+            for d in dict.fromkeys(str(s["domain"]) for s in segments) if np.any(domain == d)}
 
 
 def _rows(names, datasets, timing, memory, paths, n_boot, seed):

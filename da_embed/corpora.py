@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["stdlib_corpus", "read_text", "wikitext_path"]
+__all__ = ["stdlib_corpus", "read_text", "wikitext_path", "alternate_segments"]
 
 def stdlib_corpus(include_topics: bool = True, include_docstrings: bool = True) -> str:
     """The embedded default corpus: Python's own documentation, offline.
@@ -82,6 +82,15 @@ def read_text(path: str | os.PathLike, *, min_chars: int = 1) -> str:
         If the file does not exist.
     ValueError
         If it is a directory or has fewer than ``min_chars`` characters.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "corpus.txt"
+    ...     _ = path.write_bytes("café ".encode() + bytes([255]))  # one undecodable byte
+    ...     read_text(path) == "café \N{REPLACEMENT CHARACTER}"
+    True
     """
     p = Path(path)
     if not p.exists():
@@ -102,12 +111,32 @@ def wikitext_path(split: str = "test") -> Path:
     ``../shared/data/wikitext-2`` beside the repository.  Users elsewhere pass
     the file with ``--corpus``.
 
+    Parameters
+    ----------
+    split : {"test", "valid"}
+        Which file.
+
+    Returns
+    -------
+    pathlib.Path
+        The first existing ``<folder>/<split>.txt``.
+
     Raises
     ------
     ValueError
         If ``split`` is not "valid" or "test".
     FileNotFoundError
         If no copy is found.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from unittest import mock
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = (Path(folder) / "valid.txt").write_text(" = Valkyria Chronicles = ")
+    ...     with mock.patch.dict(os.environ, {"DA_EMBED_WIKITEXT": folder}):
+    ...         print(wikitext_path("valid").name)
+    valid.txt
     """
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
@@ -121,3 +150,72 @@ def wikitext_path(split: str = "test") -> Path:
             return f
     raise FileNotFoundError(f"WikiText-2 {split}.txt not found in {[str(c) for c in candidates]}; "
                             "set DA_EMBED_WIKITEXT or pass the file with --corpus")
+
+
+def alternate_segments(streams: dict, segment_tokens: int):
+    """Interleave token streams in alternating segments: a multi-domain stream.
+
+    The result takes ``segment_tokens`` tokens from each stream in turn (in
+    the dict's order), each stream continuing where its last segment ended:
+    ``A[0:S], B[0:S], A[S:2S], B[S:2S], ...``.  It stops at the first stream
+    that cannot give a full segment, so every segment is complete.
+
+    Parameters
+    ----------
+    streams : dict of str to array_like of int
+        Domain name -> token ids (1-D), each at least one segment long
+        (one domain gives its own whole segments).
+    segment_tokens : int
+        S, tokens per segment (>= 1).
+
+    Returns
+    -------
+    ids : numpy.ndarray of int64
+        The concatenated stream.
+    segments : list of dict
+        One per segment, in stream order: ``domain``, ``start`` and ``stop``
+        (stream indices, ``ids[start:stop]``).
+
+    Raises
+    ------
+    ValueError
+        No streams, a stream that is not 1-D integer ids, one shorter than a
+        segment, or a bad ``segment_tokens``.
+
+    Examples
+    --------
+    >>> ids, segments = alternate_segments({"a": [1, 2, 3, 4, 5], "b": [7, 8, 9, 10]}, 2)
+    >>> ids.tolist()
+    [1, 2, 7, 8, 3, 4, 9, 10]
+    >>> [(s["domain"], s["start"], s["stop"]) for s in segments]
+    [('a', 0, 2), ('b', 2, 4), ('a', 4, 6), ('b', 6, 8)]
+    """
+    import numbers
+
+    import numpy as np
+
+    if (isinstance(segment_tokens, bool) or not isinstance(segment_tokens, numbers.Integral)
+            or segment_tokens < 1):
+        raise ValueError(f"segment_tokens must be an integer >= 1, got {segment_tokens!r}")
+    S = int(segment_tokens)
+    if not isinstance(streams, dict) or not streams:
+        raise ValueError("streams must be a non-empty dict of domain name -> token ids")
+    arrays = {}
+    for name, ids in streams.items():
+        arr = np.asarray(ids.detach().cpu().numpy() if hasattr(ids, "detach") else ids)
+        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+            raise ValueError(f"streams[{name!r}] must be a 1-D sequence of integer token ids, "
+                             f"got shape {arr.shape} and dtype {arr.dtype}")
+        if arr.size < S:
+            raise ValueError(f"streams[{name!r}] has {arr.size} tokens, fewer than one segment "
+                             f"(segment_tokens = {S})")
+        arrays[str(name)] = arr.astype(np.int64)
+    parts, segments, pos, r = [], [], 0, 0
+    while True:  # ends: the streams are finite; the first round is complete (each >= S)
+        for name, arr in arrays.items():
+            if (r + 1) * S > arr.size:  # the first stream without a full segment ends it
+                return np.concatenate(parts), segments
+            parts.append(arr[r * S:(r + 1) * S])
+            segments.append({"domain": name, "start": pos, "stop": pos + S})
+            pos += S
+        r += 1

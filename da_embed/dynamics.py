@@ -200,6 +200,10 @@ class RandomWalk(Model):
     def jacobian(self, x, t, dt):
         return np.eye(self.ndim)
 
+    def jacobian_diagonal(self, x, t, dt):
+        """The diagonal of the (identity) Jacobian, (n,): O(n) for the diagonal EKF."""
+        return np.ones(self.ndim)
+
 
 class LearnedDynamics(Model):
     """``s -> f_phi(s, h) + A_r(h)`` as a :class:`filters.models.Model`.
@@ -213,6 +217,10 @@ class LearnedDynamics(Model):
     ----------
     transition : TransitionNetwork
     adapter : LowRankAdapter, optional
+    initial_state : array_like (n,), optional
+        Where a run starts: the learned initial scales s_b of spin-up
+        (:mod:`da_embed.spinup`).  The online assimilator uses it as the prior
+        mean; None means the zero state.
 
     Examples
     --------
@@ -225,7 +233,7 @@ class LearnedDynamics(Model):
     """
 
     def __init__(self, transition: TransitionNetwork,
-                 adapter: LowRankAdapter | None = None) -> None:
+                 adapter: LowRankAdapter | None = None, *, initial_state=None) -> None:
         if not isinstance(transition, TransitionNetwork):
             raise ValueError(f"transition must be a TransitionNetwork, got "
                              f"{type(transition).__name__}")
@@ -238,6 +246,12 @@ class LearnedDynamics(Model):
                                  "summary_dim")
         self.transition, self.adapter = transition, adapter
         self.ndim = transition.state_dim
+        if initial_state is not None:
+            initial_state = np.asarray(initial_state, dtype=float).reshape(-1)
+            if initial_state.shape != (self.ndim,) or not np.all(np.isfinite(initial_state)):
+                raise ValueError(f"initial_state must hold {self.ndim} finite numbers, got "
+                                 f"shape {initial_state.shape}")
+        self.initial_state = initial_state
         self._h = torch.zeros(transition.summary_dim, dtype=torch.float64)
 
     def set_summary(self, h) -> None:

@@ -10,6 +10,8 @@ frozen      the unmodified model (no adaptation)                        point
 dyneval     dynamic evaluation: Adam steps on the chunk NLL             point
 verify      the seeds' verification rule, revealed-token scores         point
 ekf         extended Kalman filter, exact per-token gradients           mean + n x n cov
+            (the diagonal EKF above ``max_dense_state`` = 4096)
+ekf-diag    extended Kalman filter with a diagonal covariance            mean + n variances
 3dvar       3D-Var (static B = P0 I), Gauss-Newton on the chunk         mean
 enkf        stochastic EnKF (perturbed observations), N members         ensemble
 etkf        ensemble transform Kalman filter, N members                 ensemble
@@ -19,6 +21,10 @@ ukf         unscented Kalman filter, 2n + 1 sigma points (small n)      mean + n
 4dvar       strong-constraint 4D-Var over the last W chunks (W=window)  mean + n x n cov
 w4dvar      weak-constraint 4D-Var over the last W chunks, model        mean + n x n cov
             error covariance Q per chunk (the random walk's)
+t2          Transformer^2 two-pass: pass 1 picks the expert state       point
+            under which the context is most likely, pass 2 scores
+t2-cem      Transformer^2 two-pass: pass 1 mixes the expert states      point
+            with CEM weights (population 32) fitted to the context
 ==========  ==========================================================  =================
 
 ``4dvar`` and ``w4dvar`` are windowed: at chunk k (after scoring it) the
@@ -29,13 +35,25 @@ state at the window's end as the analysis (see
 :class:`~da_embed.assimilator.OnlineAssimilator`).  ``W`` is the filter's
 ``window`` option (default 4; ``make_method("4dvar", window=6)``).
 
+``ekf-diag`` is :class:`filters.DiagonalEKF`: the EKF's gain from a
+diagonal covariance, O(n L^2) per chunk of L tokens and O(n L) memory, the
+diagonal of the posterior kept (the diagonal-Fisher form of online natural
+gradient, Ollivier 2018).  ``ekf`` becomes it automatically when the state is
+larger than the assimilator's ``max_dense_state`` (4096), so ``ekf`` runs on
+any placement (e.g. ``svf`` on a large model).
+
+``t2`` and ``t2-cem`` (:class:`~da_embed.transformer2.TwoPass`) need
+pre-trained expert states (``make_method("t2", experts=...)``, see
+:func:`~da_embed.transformer2.train_experts`) and run in the placement's full
+state (no subspace).
+
 Not offered: ``letkf`` (token observations have no position in the state
 index, so localisation has nothing to act on; see :data:`UNAVAILABLE`).
 """
 
 from __future__ import annotations
 
-from filters import EKF, UKF, DEnKF, EnKF, EnSRF, ETKF, Filter
+from filters import EKF, UKF, DEnKF, DiagonalEKF, EnKF, EnSRF, ETKF, Filter
 
 from .baselines import DynamicEvaluation, Frozen, VerificationRule
 
@@ -47,7 +65,10 @@ METHODS = {
     "frozen": "the unmodified model (no adaptation)",
     "dyneval": "dynamic evaluation (Krause et al. 2018): Adam steps on the chunk NLL",
     "verify": "the seeds' verification rule with revealed-token scores (K = --members)",
-    "ekf": "extended Kalman filter with exact per-token gradients (Ollivier 2018)",
+    "ekf": "extended Kalman filter with exact per-token gradients (Ollivier 2018); "
+           "a diagonal covariance (ekf-diag) above n = 4096",
+    "ekf-diag": "extended Kalman filter with a diagonal covariance: O(n L^2) per chunk, "
+                "any state size (diagonal-Fisher online natural gradient)",
     "3dvar": "3D-Var with a static background B = P0 I (Gauss-Newton)",
     "enkf": "stochastic EnKF (perturbed observations), N = --members",
     "etkf": "ensemble transform Kalman filter, N = --members",
@@ -57,6 +78,10 @@ METHODS = {
     "4dvar": "strong-constraint 4D-Var over a sliding window of the last 4 chunks "
              "(Gauss-Newton, exact per-token Jacobians, B = P0 I)",
     "w4dvar": "weak-constraint 4D-Var over the last 4 chunks, model error Q per chunk",
+    "t2": "Transformer^2 two-pass: the expert state (--experts) under which the context is "
+          "most likely scores the next chunk",
+    "t2-cem": "Transformer^2 two-pass: a mix of the expert states, weights by CEM (population "
+              "32) on the context's likelihood",
 }
 
 #: Names that are recognised but not offered, with the reason.
@@ -73,13 +98,17 @@ COVARIANCE_METHODS = ("ekf", "ukf", "3dvar", "4dvar", "w4dvar")
 WINDOWED_METHODS = ("4dvar", "w4dvar")
 #: Methods that use an ensemble of ``members`` states.
 ENSEMBLE_METHODS = ("enkf", "etkf", "ensrf", "denkf", "verify")
+#: Methods that use pre-trained expert states and the placement's full state (no subspace).
+EXPERT_METHODS = ("t2", "t2-cem")
 
 
 def _canonical(name: str) -> str:
     key = str(name).strip().lower().replace("-", "").replace("_", "")
     aliases = {"3dvar": "3dvar", "var3d": "3dvar", "4dvar": "4dvar", "var4d": "4dvar",
                "strong4dvar": "4dvar", "weak4dvar": "w4dvar", "w4dvar": "w4dvar",
-               "dynamiceval": "dyneval", "verification": "verify"}
+               "dynamiceval": "dyneval", "verification": "verify",
+               "ekfdiag": "ekf-diag", "diagekf": "ekf-diag", "diagonalekf": "ekf-diag",
+               "t2cem": "t2-cem", "transformer2": "t2", "transformer2cem": "t2-cem"}
     return aliases.get(key, key)
 
 
@@ -127,12 +156,18 @@ def make_method(name: str, *, members: int = 16, P0: float | None = None, **opti
     try:
         if key == "frozen":
             return Frozen(**options)
+        if key in EXPERT_METHODS:
+            from .transformer2 import TwoPass
+
+            return TwoPass(mode="cem" if key == "t2-cem" else "select", **options)
         if key == "dyneval":
             return DynamicEvaluation(**options)
         if key == "verify":
             return VerificationRule(K=members, **options)
         if key == "ekf":
             return EKF(**options)
+        if key == "ekf-diag":
+            return DiagonalEKF(**options)
         if key == "ukf":
             return UKF(**options)
         if key == "3dvar":
@@ -157,6 +192,18 @@ def make_method(name: str, *, members: int = 16, P0: float | None = None, **opti
 def method_label(name: str) -> str:
     """The canonical spelling of a method name (``"3D-Var"`` -> ``"3dvar"``).
 
+    Parameters
+    ----------
+    name : str
+        A method name in any accepted spelling (case, ``-`` and ``_`` ignored;
+        aliases such as ``var3d`` or ``strong4dvar``).
+
+    Returns
+    -------
+    str
+        The key of :data:`METHODS` it stands for (unknown names are returned
+        normalised, not rejected: :func:`parse_methods` checks).
+
     Examples
     --------
     >>> method_label("3D-Var")
@@ -167,6 +214,18 @@ def method_label(name: str) -> str:
 
 def split_method(label: str) -> tuple[str, str | None]:
     """Split ``"name@subspace"`` into the method name and its subspace (or None).
+
+    Parameters
+    ----------
+    label : str
+        A method, optionally followed by ``@`` and a subspace spec.
+
+    Returns
+    -------
+    name : str
+        The canonical method name (:func:`method_label`).
+    subspace : str or None
+        The text after ``@``, stripped; None without ``@``.
 
     Examples
     --------
@@ -183,6 +242,21 @@ def parse_methods(spec) -> list[str]:
     A method may carry its own subspace after ``@`` (``etkf@fisher:8``,
     ``ukf@random:4``), overriding the run's ``--subspace`` for that method;
     the labels keep it.
+
+    Parameters
+    ----------
+    spec : str or iterable of str
+        ``"frozen,ekf,etkf@fisher:8"`` or a list of such names.
+
+    Returns
+    -------
+    list of str
+        Canonical labels in the given order, each once.
+
+    Raises
+    ------
+    ValueError
+        For an unknown or unavailable method, a bad subspace, or an empty list.
 
     Examples
     --------
@@ -202,6 +276,9 @@ def parse_methods(spec) -> list[str]:
         if key not in METHODS:
             raise ValueError(f"unknown method {str(raw).strip()!r}; choose from "
                              f"{', '.join(METHODS)}")
+        if sub is not None and key in EXPERT_METHODS:
+            raise ValueError(f"method {str(raw).strip()!r}: {key} runs in the placement's full "
+                             "state (the experts' space); drop the '@' subspace")
         if sub is not None:
             parsed = parse_subspace(sub)
             if parsed is None:

@@ -23,6 +23,11 @@ def perplexity(nll, tokens=None) -> float:
     tokens : array_like (T,), optional
         Tokens per chunk (weights); equal weights by default.
 
+    Returns
+    -------
+    float
+        ``exp(sum(tokens * nll) / sum(tokens))``; NaN for no chunks.
+
     Examples
     --------
     >>> round(perplexity([1.0, 3.0]), 4), round(perplexity([1.0, 3.0], [3, 1]), 4)
@@ -38,6 +43,16 @@ def perplexity(nll, tokens=None) -> float:
 def default_block_length(T: int) -> int:
     """Block length of the bootstrap: ``round(T ** (1/3))``, at least 1 (Hall et al. 1995).
 
+    Parameters
+    ----------
+    T : int
+        Number of chunks.
+
+    Returns
+    -------
+    int
+        The block length in chunks.
+
     Examples
     --------
     >>> default_block_length(625), default_block_length(1)
@@ -49,7 +64,7 @@ def default_block_length(T: int) -> int:
 class PairedChange(NamedTuple):
     """Change of perplexity of a method against a baseline, in percent.
 
-    Attributes
+    Parameters
     ----------
     change : float
         ``100 (exp(mean d) - 1)`` with ``d`` the paired per-chunk NLL differences.
@@ -59,6 +74,12 @@ class PairedChange(NamedTuple):
         Confidence level (0.95).
     block : int
         Block length in chunks.
+
+    Examples
+    --------
+    >>> pc = paired_change([0.9, 1.0, 0.8, 0.9, 1.0], [1.0, 1.1, 0.9, 1.0, 1.1])
+    >>> round(pc.change, 2), pc.level, pc.block
+    (-9.52, 0.95, 2)
     """
 
     change: float

@@ -57,6 +57,15 @@ class ReferenceConfig:
         Seeds tokenizer-independent randomness: initialisation and batch sampling.
     threads : int
         torch intra-op threads during training (0 keeps torch's default).
+
+    Examples
+    --------
+    >>> ReferenceConfig().steps  # 512k tokens in batches of 16 x 256
+    125
+    >>> tiny = ReferenceConfig(vocab_size=300, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+    ...                        context=16, batch_size=2, train_tokens=64)
+    >>> tiny.steps, tiny.key("0" * 40).startswith("llama-")
+    (2, True)
     """
 
     vocab_size: int = 4096
@@ -103,6 +112,18 @@ def cache_dir() -> Path:
 
     ``$DA_EMBED_CACHE`` if set, else ``$XDG_CACHE_HOME/da-embed``, else
     ``~/.cache/da-embed``.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not created here).
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"DA_EMBED_CACHE": "/tmp/da-embed-cache"}):
+    ...     print(cache_dir().as_posix())
+    /tmp/da-embed-cache
     """
     if os.environ.get("DA_EMBED_CACHE"):
         return Path(os.environ["DA_EMBED_CACHE"])
@@ -160,6 +181,13 @@ def encode_text(tokenizer, text: str, block_chars: int = 100_000) -> np.ndarray:
     Returns
     -------
     ndarray (T,)
+
+    Examples
+    --------
+    >>> tok = train_tokenizer("def add(a, b):\\n    return a + b\\n" * 40, vocab_size=300)
+    >>> ids = encode_text(tok, "def add(a, b):\\n" * 3, block_chars=16)  # three blocks
+    >>> ids.dtype, tok.decode(ids.tolist()) == "def add(a, b):\\n" * 3
+    (dtype('int64'), True)
     """
     ids: list[int] = []
     start = 0
@@ -208,6 +236,15 @@ def train_reference(config: ReferenceConfig = ReferenceConfig(), text: str | Non
     tokenizer : transformers.PreTrainedTokenizerFast
     info : dict
         Parameter count, steps, tokens, final loss, seconds, tokens per second.
+
+    Examples
+    --------
+    >>> tiny = ReferenceConfig(vocab_size=300, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+    ...                        context=16, batch_size=2, train_tokens=64)
+    >>> text = "def add(a, b):\\n    return a + b\\n" * 40
+    >>> model, tokenizer, info = train_reference(tiny, text, progress=False)
+    >>> info["steps"], info["tokens"], model.training
+    (2, 64, False)
     """
     import torch
     from tqdm.auto import tqdm
@@ -304,6 +341,20 @@ def load_reference(config: ReferenceConfig = ReferenceConfig(), text: str | None
     -------
     model, tokenizer, info
         As :func:`train_reference`; ``info["path"]`` is the cache folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from unittest import mock
+    >>> tiny = ReferenceConfig(vocab_size=300, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+    ...                        context=16, batch_size=2, train_tokens=64)
+    >>> text = "def add(a, b):\\n    return a + b\\n" * 40
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with mock.patch.dict(os.environ, {"DA_EMBED_CACHE": folder}):
+    ...         _ = load_reference(tiny, text, progress=False)  # trains and caches
+    ...         model, tokenizer, info = load_reference(tiny, text, train_if_missing=False)
+    >>> info["steps"], Path(info["path"]).name.startswith("llama-")
+    (2, True)
     """
     from transformers import AutoTokenizer, LlamaForCausalLM
     from transformers.utils import logging as hf_logging

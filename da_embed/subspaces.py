@@ -26,9 +26,19 @@ _KINDS = ("random", "fisher")
 def parse_subspace(spec: str | None):
     """Parse ``"random:k"`` or ``"fisher:k"`` (None or "none": no subspace).
 
+    Parameters
+    ----------
+    spec : str or None
+        The spec; ``None``, ``""``, ``"none"`` and ``"full"`` mean the full state.
+
     Returns
     -------
     tuple (kind, k) or None
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind or a size that is not an integer >= 1.
 
     Examples
     --------
@@ -73,6 +83,15 @@ def nll_gradients(placement: Placement, token_ids, protocol: PrequentialConfig, 
     Returns
     -------
     numpy.ndarray (num_tokens, n)
+
+    Examples
+    --------
+    >>> from da_embed.placements import HiddenScale
+    >>> from da_embed.testing import tiny_gpt2, random_input_ids
+    >>> model = tiny_gpt2()
+    >>> ids = random_input_ids(model, batch=1, length=30)[0]
+    >>> nll_gradients(HiddenScale(model), ids, PrequentialConfig(chunk=8, context=8)).shape
+    (24, 32)
     """
     ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
     starts = protocol.starts(ids.size)
@@ -156,6 +175,17 @@ def make_subspace(placement: Placement, spec, *, tune_ids=None,
     Returns
     -------
     Placement
+
+    Examples
+    --------
+    >>> from da_embed.placements import HiddenScale
+    >>> from da_embed.testing import tiny_gpt2
+    >>> placement = HiddenScale(tiny_gpt2())
+    >>> sub = make_subspace(placement, "random:4", seed=0)
+    >>> sub.state_dim, sub.origin
+    (4, 'random(seed=0)')
+    >>> make_subspace(placement, None) is placement
+    True
     """
     parsed = parse_subspace(spec)
     if parsed is None:

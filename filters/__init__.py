@@ -19,10 +19,10 @@ from .covariance import Covariance, as_covariance
 from .ensemble import DEnKF, EnKF, EnSRF, ETKF, LETKF
 from .inflation import RTPP, RTPS, AdditiveInflation, Inflation, MultiplicativeInflation
 from .io import open_run, to_netcdf
-from .kalman import EKF, KalmanFilter, rts_smoother
+from .kalman import EKF, DiagonalEKF, KalmanFilter, rts_smoother
 from .metrics import crps_ensemble, rank_histogram, rmse, time_average
 from .settings import Setting, Simulation, linear_gaussian, sakov2008, sakov2012
-from .states import EnsembleState, GaussianState
+from .states import DiagonalGaussianState, EnsembleState, GaussianState
 from .unscented import UKF
 from .variational import (NonFiniteCostError, StrongConstraint4DVar, Var3D,
                           VariationalConvergenceWarning, WeakConstraint4DVar, climatology,
@@ -42,13 +42,13 @@ __version__ = _version()
 
 __all__ = [
     # filters
-    "Filter", "KalmanFilter", "EKF", "UKF", "EnKF", "ETKF", "DEnKF", "EnSRF", "LETKF",
+    "Filter", "KalmanFilter", "EKF", "DiagonalEKF", "UKF", "EnKF", "ETKF", "DEnKF", "EnSRF", "LETKF",
     "rts_smoother", "Var3D", "StrongConstraint4DVar", "WeakConstraint4DVar",
     "climatology", "estimate_Q", "NonFiniteCostError", "VariationalConvergenceWarning",
     # inflation
     "Inflation", "MultiplicativeInflation", "AdditiveInflation", "RTPP", "RTPS",
     # states and covariances
-    "GaussianState", "EnsembleState", "Covariance", "as_covariance",
+    "GaussianState", "EnsembleState", "DiagonalGaussianState", "Covariance", "as_covariance",
     # running, settings, output
     "assimilate", "summarize", "DivergenceError", "Setting", "Simulation",
     "sakov2012", "sakov2008", "linear_gaussian", "to_netcdf", "open_run",

@@ -25,7 +25,17 @@ __all__ = ["Filter", "CovarianceJitterWarning", "observed_subset"]
 
 
 class CovarianceJitterWarning(UserWarning):
-    """A covariance was not numerically positive definite and got a jitter."""
+    """A covariance was not numerically positive definite and got a jitter.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     L = safe_cholesky(np.ones((2, 2)), name="P")
+    >>> caught[0].category.__name__
+    'CovarianceJitterWarning'
+    """
 
 
 class Filter(ABC):
@@ -33,6 +43,20 @@ class Filter(ABC):
 
     Subclasses implement :meth:`initialize`, :meth:`forecast` and
     :meth:`analysis`; :func:`filters.assimilate` cycles them.
+
+    Parameters
+    ----------
+    inflation : None, float, Inflation or sequence of them, optional
+        Applied to every analysis, in order (see :func:`filters.inflation.as_inflations`).
+
+    Examples
+    --------
+    >>> from filters import ETKF
+    >>> f = ETKF(N=10, inflation=1.02)
+    >>> isinstance(f, Filter), f.name
+    (True, 'ETKF')
+    >>> f.params()["inflation"]
+    1.02
     """
 
     #: Short name used in tables and run metadata.
@@ -108,6 +132,30 @@ def observed_subset(y: np.ndarray, R: Covariance):
 
     Returns ``(mask or None, y, R)``; ``mask`` is None when nothing is missing,
     so the common case costs one ``isnan`` pass.
+
+    Parameters
+    ----------
+    y : ndarray of shape (m,)
+        Observations; NaN marks a missing one.
+    R : Covariance
+        Their noise covariance (m, m).
+
+    Returns
+    -------
+    mask : ndarray of bool of shape (m,) or None
+        True where an observation is present; None when all are.
+    y : ndarray of shape (k,)
+        The present observations.
+    R : Covariance
+        Their covariance (k, k).
+
+    Examples
+    --------
+    >>> from filters.covariance import as_covariance
+    >>> R = as_covariance([1.0, 2.0, 3.0], 3)
+    >>> mask, y, R = observed_subset(np.array([1.0, np.nan, 3.0]), R)
+    >>> mask.tolist(), y.tolist(), R.variances.tolist()
+    ([True, False, True], [1.0, 3.0], [1.0, 3.0])
     """
     present = ~np.isnan(y)
     if present.all():

@@ -164,6 +164,14 @@ def as_covariance(C, dim: int, name: str = "covariance") -> Covariance:
     ------
     ValueError
         If the size is wrong or the matrix is not symmetric positive definite.
+
+    Examples
+    --------
+    >>> as_covariance([1.0, 4.0], 2, name="R").variances.tolist()
+    [1.0, 4.0]
+    >>> R = as_covariance(np.array([[2.0, 1.0], [1.0, 2.0]]), 2, name="R")
+    >>> R.is_diagonal, round(R.logdet, 4)
+    (False, 1.0986)
     """
     if isinstance(C, Covariance):
         cov = C

@@ -8,7 +8,7 @@ import numpy as np
 
 from ._validation import as_float_array
 
-__all__ = ["GaussianState", "EnsembleState"]
+__all__ = ["GaussianState", "EnsembleState", "DiagonalGaussianState"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +77,11 @@ class GaussianState:
 class EnsembleState:
     """An ensemble of N states, the rows of ``members`` (N, n).
 
+    Parameters
+    ----------
+    members : ndarray of shape (N, n)
+        One state per row.
+
     Examples
     --------
     >>> e = EnsembleState(np.array([[0.0, 1.0], [2.0, 3.0]]))
@@ -116,6 +121,49 @@ class EnsembleState:
     def spread(self) -> np.ndarray:
         """Sample standard deviation of each component (divisor N - 1), shape (n,)."""
         return self.members.std(axis=0, ddof=1)
+
+
+@dataclass(frozen=True, eq=False)
+class DiagonalGaussianState:
+    """A Gaussian belief N(mean, diag(variances)): O(n) memory for any n.
+
+    The state of :class:`filters.DiagonalEKF`.  Correlations between
+    components are not represented (they are assumed zero).
+
+    Parameters
+    ----------
+    mean : ndarray of shape (n,)
+    variances : ndarray of shape (n,)
+        Non-negative variance of each component.
+
+    Examples
+    --------
+    >>> s = DiagonalGaussianState(np.zeros(3), np.array([1.0, 4.0, 9.0]))
+    >>> s.spread.tolist(), s.cov.shape
+    ([1.0, 2.0, 3.0], (3, 3))
+    """
+
+    mean: np.ndarray
+    variances: np.ndarray
+
+    @property
+    def ndim(self) -> int:
+        """State dimension n."""
+        return self.mean.shape[0]
+
+    @property
+    def spread(self) -> np.ndarray:
+        """Standard deviation of each component, shape (n,)."""
+        return np.sqrt(np.maximum(self.variances, 0.0))
+
+    @property
+    def cov(self) -> np.ndarray:
+        """The covariance as a dense (n, n) diagonal matrix (O(n^2) memory: small n only)."""
+        return np.diag(self.variances)
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Draw ``size`` members, shape (size, n)."""
+        return self.mean + rng.standard_normal((size, self.ndim)) * self.spread
 
 
 def _safe_cholesky(C: np.ndarray) -> np.ndarray:

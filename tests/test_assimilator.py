@@ -490,8 +490,6 @@ def test_bad_settings_raise_clear_errors():
     with pytest.raises(ValueError, match="3dvar keeps an n x n covariance; n = 32 exceeds "
                                          "max_dense_state = 16"):
         run("3dvar", max_dense_state=16)
-    with pytest.raises(ValueError, match="n = 32 exceeds max_dense_state = 16.*ekf-diag"):
-        run(EKF(), max_dense_state=16)  # an EKF object is kept (the name "ekf" switches)
     with pytest.raises(ValueError, match="P0 \\(prior variance\\) must be"):
         run(P0=0.0)
     with pytest.raises(ValueError, match="Q must be a finite number >= 0"):
