@@ -593,10 +593,20 @@ def run_demo(out, *, model=None, tokenizer=None, max_tokens: int = 3072,
         f"tokens of {src['tune_licence']['source']}")
 
     t2 = time.perf_counter()
-    result = compare(model, stream.ids, methods=methods, placement="hidden", subspace=None,
-                     tune_ids=stream.tune_ids, protocol=protocol, members=members,
-                     method_options=options, tune_tokens=int(stream.tune_ids.size), seed=seed,
-                     out=out, model_name=model_name, progress=progress, print_fn=print_fn)
+    # One torch thread for the online loop: its products are small (one chunk), and on 2
+    # cores a second OpenMP thread made the EKF 4x and 4D-Var 8x slower whenever anything
+    # else ran (measured: EKF 5.5x frozen with 2 threads vs 1.4x with 1 at load ~2.5).
+    import torch
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = compare(model, stream.ids, methods=methods, placement="hidden", subspace=None,
+                         tune_ids=stream.tune_ids, protocol=protocol, members=members,
+                         method_options=options, tune_tokens=int(stream.tune_ids.size),
+                         seed=seed, out=out, model_name=model_name, progress=progress,
+                         print_fn=print_fn)
+    finally:
+        torch.set_num_threads(old_threads)
     timings["compare_s"] = time.perf_counter() - t2
     rows = segment_rows(result, stream)
     say("\nperplexity by segment (change vs frozen on the same chunks):")
