@@ -6,7 +6,9 @@ into observations (per-token NLLs); :mod:`da_embed.dynamics` holds the
 forecast models; :class:`OnlineAssimilator` runs any filter of :mod:`filters`
 (or a baseline of :mod:`da_embed.baselines`) over a token stream under the
 prequential protocol; :func:`compare` tabulates methods against the frozen
-model (also ``da-embed compare`` on the command line).  :mod:`da_embed.testing`
+model (also ``da-embed compare`` on the command line); :func:`spinup` learns the
+dynamics and Q from a corpus by 4D-Var (``da-embed spinup``), and
+:class:`Hypersurface` is its strong-constraint limit.  :mod:`da_embed.testing`
 builds tiny random models for tests and examples.
 """
 

@@ -596,7 +596,7 @@ class OnlineAssimilator:
                     self.state_ = last = state
                     nll_sum += record["nll"]
                     bar.update(1)
-                    bar.set_postfix(ppl=f"{math.exp(nll_sum / (k + 1)):.4g}")
+                    bar.set_postfix(ppl=f"{_exp(nll_sum / (k + 1)):.4g}")
                     if callback is not None:
                         callback(k, record)
             status = "complete"
@@ -652,7 +652,7 @@ class OnlineAssimilator:
         nll = float(np.mean(recorder.records["nll"])) if K else float("nan")
         tokens = int(np.sum(recorder.records["tokens"])) if K else 0
         return {"status": status, "chunks_completed": K, "tokens_scored": tokens,
-                "nll_mean": nll, "perplexity": math.exp(nll) if K else float("nan"),
+                "nll_mean": nll, "perplexity": _exp(nll) if K else float("nan"),
                 "wall_time_total": float(seconds)}
 
 
@@ -670,6 +670,11 @@ def _final_covariance(state, n: int):
 
 def _spread(state) -> np.ndarray:
     return np.asarray(state.spread, dtype=float)
+
+
+def _exp(x: float) -> float:
+    """exp that gives inf instead of OverflowError (a diverged run's perplexity)."""
+    return math.exp(x) if x < 709.0 else float("inf")
 
 
 def _now() -> str:

@@ -427,7 +427,6 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
         from .spinup import LEARNED_SUFFIX, SpinupResult, check_learned_placement, load_spinup
 
         learned = dynamics if isinstance(dynamics, SpinupResult) else load_spinup(dynamics)
-        check_learned_placement(learned, base)
 
     def base_label(label):
         return label[:-len(LEARNED_SUFFIX)] if learned is not None \
@@ -458,10 +457,17 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
                                  attrs=seg_attrs, dynamics=dyn)
 
     if learned is not None:  # NAME+learned after each method whose state the dynamics fit
-        labels = [x for lab in labels for x in (
-            [lab, lab + LEARNED_SUFFIX] if split_method(lab)[0] not in WINDOWED_METHODS
-            and split_method(lab)[0] not in EXPERT_METHODS
-            and placement_for(lab).state_dim == learned.dynamics.ndim else [lab])]
+        def fits(lab):
+            try:
+                check_learned_placement(learned, placement_for(lab))
+            except ValueError:
+                return False
+            return split_method(lab)[0] not in WINDOWED_METHODS + EXPERT_METHODS
+
+        if not any(fits(lab) for lab in labels):
+            check_learned_placement(learned, placement_for(labels[-1]))  # says what differs
+        labels = [x for lab in labels for x in ([lab, lab + LEARNED_SUFFIX] if fits(lab)
+                                                else [lab])]
 
     for label in labels:  # subspaces and settings are built and checked before any run
         runner = runner_for(label)

@@ -37,7 +37,7 @@ def perplexity(nll, tokens=None) -> float:
     if x.size == 0:
         return float("nan")
     w = np.ones_like(x) if tokens is None else np.asarray(tokens, dtype=float)
-    return float(math.exp(np.sum(w * x) / np.sum(w)))
+    return float(np.exp(np.sum(w * x) / np.sum(w)))  # inf (not OverflowError) if diverged
 
 
 def default_block_length(T: int) -> int:
