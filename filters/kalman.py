@@ -278,6 +278,15 @@ class KalmanFilter(Filter):
         return SmootherResult(out["ma"], covs["Pa"], out["mf"], covs["Pf"], ms, Ps, m0, P0)
 
 
+def _check_linearisation_options(flt) -> None:
+    """The options EKF and DiagonalEKF share: infl_rate, fd_eps, jacobian."""
+    check_positive(flt.infl_rate, "infl_rate")
+    check_positive(flt.fd_eps, "fd_eps")
+    if flt.jacobian is not None and not callable(flt.jacobian):
+        raise ValueError(f"jacobian must be callable (x, t, dt) -> (n, n), got "
+                         f"{type(flt.jacobian).__name__}")
+
+
 class EKF(Filter):
     """The extended Kalman filter.
 
@@ -323,11 +332,7 @@ class EKF(Filter):
 
     def validate(self):
         super().validate()
-        check_positive(self.infl_rate, "infl_rate")
-        check_positive(self.fd_eps, "fd_eps")
-        if self.jacobian is not None and not callable(self.jacobian):
-            raise ValueError(f"jacobian must be callable (x, t, dt) -> (n, n), got "
-                             f"{type(self.jacobian).__name__}")
+        _check_linearisation_options(self)
 
     def initialize(self, prior, rng):
         return GaussianState(prior.mean.copy(), prior.cov.copy())
@@ -551,11 +556,7 @@ class DiagonalEKF(Filter):
     def validate(self):
         """Check hyperparameters; raises ValueError naming the bad one."""
         super().validate()
-        check_positive(self.infl_rate, "infl_rate")
-        check_positive(self.fd_eps, "fd_eps")
-        if self.jacobian is not None and not callable(self.jacobian):
-            raise ValueError(f"jacobian must be callable (x, t, dt) -> (n, n), got "
-                             f"{type(self.jacobian).__name__}")
+        _check_linearisation_options(self)
         from .inflation import RTPS, AdditiveInflation, MultiplicativeInflation
 
         for inf in self._inflations:
