@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Adam steps per expert (--expert-corpus)")
     g.add_argument("--expert-lr", type=_float, default=0.05,
                    help="Adam learning rate of the experts (--expert-corpus)")
+    g.add_argument("--t2-context", type=_positive_int, default=None, metavar="TOKENS",
+                   help="tokens of context pass 1 of t2/t2-cem scores each expert on (the "
+                        "latest ones; default: all the chunk's context)")
+    g.add_argument("--t2-population", type=_positive_int, default=32,
+                   help="CEM population of t2-cem")
     g = p.add_argument_group("prequential protocol")
     g.add_argument("--chunk", type=_positive_int, default=32, help="tokens per chunk")
     g.add_argument("--context", type=_positive_int, default=224,
@@ -278,6 +283,14 @@ def _compare(args) -> int:
     if args.members < 2:
         raise ValueError(f"--members must be >= 2 (an ensemble needs at least two members), "
                          f"got {args.members}")
+    t2_options = {"context_tokens": args.t2_context}
+    if args.t2_context is not None and args.t2_context < 2:
+        raise ValueError(f"--t2-context must be >= 2 tokens, got {args.t2_context}")
+    if args.t2_population < 2:
+        raise ValueError(f"--t2-population must be >= 2, got {args.t2_population}")
+    method_options = {"t2": dict(t2_options),
+                      "t2-cem": dict(t2_options, population=args.t2_population,
+                                     elite=min(8, args.t2_population))}
     corpora = _named_paths(args.corpus or [], "--corpus")
     corpus = corpora[0][1] if corpora else wikitext_path("test")
     texts = {n: _read_corpus(pth, "--corpus") for n, pth in corpora} if corpora else {}
@@ -332,7 +345,8 @@ def _compare(args) -> int:
                 Q=args.Q, R=args.R, target=args.target, decrement=args.decrement,
                 dyneval_lr=args.dyneval_lr, tune_tokens=args.tune_tokens, seed=args.seed,
                 out=args.out, model_name=name, progress=not args.no_progress,
-                experts=experts, segments=segments, dynamics=args.dynamics)
+                experts=experts, segments=segments, dynamics=args.dynamics,
+                method_options=method_options)
     except KeyboardInterrupt:
         print(f"\ninterrupted: every completed chunk is kept in {os.fspath(args.out)}/"
               "<method>.nc", file=sys.stderr)

@@ -324,6 +324,17 @@ def test_cli_trains_experts_and_runs_t2_on_a_multi_domain_stream(cli_files, tmp_
                                          out / "experts.json", "--out", tmp_path / "again"],
                                capsys)
     assert code == 0, stderr
+    # Pass-1 options reach the methods (and are recorded in the trajectories).
+    code, stdout, stderr = cli(common + ["--methods", "frozen,t2,t2-cem", "--experts",
+                                         out / "experts.json", "--t2-context", 12,
+                                         "--t2-population", 6, "--out", tmp_path / "opts"],
+                               capsys)
+    assert code == 0, stderr
+    params = {m: json.loads(open_trajectory(tmp_path / "opts" / f"{m}.nc").attrs["filter_params"])
+              for m in ("t2", "t2-cem")}
+    assert params["t2"]["context_tokens"] == 12 and params["t2-cem"]["context_tokens"] == 12
+    assert params["t2-cem"]["population"] == 6 and params["t2-cem"]["elite"] == 6
+    assert params["t2"]["population"] == 32  # select mode: population unused, default kept
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -334,6 +345,10 @@ def test_cli_trains_experts_and_runs_t2_on_a_multi_domain_stream(cli_files, tmp_
     (["--methods", "frozen,t2", "--experts", "SAVED", "--placement", "hidden"],
      "experts have state size n = 192"),
     (["--methods", "frozen,t2", "--expert-corpus", "code="], "the path is empty"),
+    (["--methods", "frozen,t2", "--experts", "SAVED", "--t2-context", "1"],
+     "--t2-context must be >= 2"),
+    (["--methods", "frozen,t2-cem", "--experts", "SAVED", "--t2-population", "1"],
+     "--t2-population must be >= 2"),
 ])
 def test_cli_t2_bad_input_is_one_clear_line(cli_files, tmp_path, capsys, extra, message):
     saved = tmp_path / "saved"
