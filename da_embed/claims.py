@@ -24,6 +24,11 @@ Protocol (printed with the table):
 * extra memory: the largest peak RSS increase of one generation call;
 * parameters: the numbers that adapt the model (the state; no learned
   dynamics here, so the seeds' transition network and adapter are absent).
+
+A run of 50 prompts takes tens of minutes, so each finished generation is
+appended to ``OUT/generations.jsonl`` at once (``out=``); Ctrl-C on
+``da-embed claims`` keeps those and writes the table of the prompts every
+method completed (exit status 130).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -150,11 +156,14 @@ class ClaimsTable:
         ``tokens_per_second``, ``slowdown``, ``extra_memory_mb``,
         ``parameters``, ``verifier_failures``.
     settings : dict
-        The protocol.
+        The protocol; ``interrupted`` (e.g. "after 3 of 50 prompts") marks
+        the table of an interrupted run.
     coherence_label : str
         What "coherence" measured.
     generations : list of dict
-        Every generation (method, prompt index, prompt, text, seconds).
+        Every finished generation (method, prompt index, prompt, text,
+        seconds, verifier failures); after an interruption also those of
+        the prompt that not every method finished.
 
     Examples
     --------
@@ -205,6 +214,9 @@ class ClaimsTable:
                   "slowdown: base tokens/s over the method's, same run, methods interleaved "
                   "per prompt; extra MB: largest peak-RSS increase of one generation; params: "
                   "numbers adapting the model (the state; no learned dynamics)"]
+        if s.get("interrupted"):  # a partial table must not pass for a full run
+            lines.append(f"interrupted {s['interrupted']}: the table covers the prompts "
+                         "completed by every method")
         return "\n".join(lines)
 
     def summary(self) -> dict:
@@ -231,8 +243,17 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=_DEFAULT_METHODS, mem
                      verifier="self", judge_model=None, ukf_subspace: str | None = "random:4",
                      top_p: float = 0.95, temperature: float = 1.0, seed: int = 0,
                      encoder="auto", model_name: str = "", prompt_source: str = "",
-                     progress: bool = True, **generate_options) -> ClaimsTable:
+                     progress: bool = True, out=None, **generate_options) -> ClaimsTable:
     """Measure the seeds' claims table on ``prompts``.
+
+    Methods run interleaved, prompt by prompt.  With ``out``, every finished
+    generation (one prompt, one method) is appended to
+    ``out/generations.jsonl`` at once, one JSON line with the fields of
+    :attr:`ClaimsTable.generations`, so an interrupted run keeps all it
+    finished; the file is emptied when the run starts and holds each
+    generation exactly once.  A ``KeyboardInterrupt`` during generation is
+    re-raised as a ``KeyboardInterrupt`` that carries the prompts completed so
+    far (``da-embed claims`` writes their table).
 
     Parameters
     ----------
@@ -253,6 +274,11 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=_DEFAULT_METHODS, mem
     model_name, prompt_source : str
         Labels for the table.
     progress : bool, default True
+        Show a tqdm bar over the generations (prompts x methods).
+    out : str or PathLike, optional
+        Folder (created if needed) whose ``generations.jsonl`` receives each
+        generation as soon as it is finished; None writes nothing (use
+        :func:`write_claims` afterwards).
     **generate_options
         Further keyword arguments of ``generate`` (e.g. ``P0``, ``Q``).
 
@@ -262,15 +288,19 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=_DEFAULT_METHODS, mem
 
     Examples
     --------
+    >>> import os, tempfile
     >>> from da_embed.reference import train_tokenizer
     >>> from da_embed.testing import tiny_gpt2
     >>> tok = train_tokenizer("the cat sat on the mat. " * 30, vocab_size=300)
     >>> model = tiny_gpt2(vocab_size=len(tok))
+    >>> out = tempfile.mkdtemp()
     >>> t = reproduce_claims(model, tok, ["the cat", "a mat"], methods=["base", "enkf"],
     ...                      members=2, every=4, max_new_tokens=8, encoder=None,
-    ...                      progress=False)
+    ...                      progress=False, out=out)
     >>> [r["method"] for r in t.rows], t.rows[0]["coherence_change_pct"]
     (['base', 'enkf'], 0.0)
+    >>> len(open(os.path.join(out, "generations.jsonl")).readlines())  # 2 prompts x 2 methods
+    4
     """
     from tqdm.auto import tqdm
 
@@ -281,41 +311,115 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=_DEFAULT_METHODS, mem
     unknown = [m for m in names if m not in CLAIM_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(CLAIM_METHODS)}")
+    # Resolve the verifier once (a judge given by path is loaded once, not per call).
+    verifier = make_verifier(verifier, model, judge_model=judge_model)
+    common = dict(candidates=candidates, every=every, max_new_tokens=max_new_tokens,
+                  verifier=verifier, members=members, top_p=top_p,
+                  temperature=temperature, progress=False, **generate_options)
+    settings = {"prompts": len(prompts), "prompt_source": prompt_source or "given",
+                "methods": names, "members": members, "candidates": candidates,
+                "every": every, "max_new_tokens": max_new_tokens,
+                "verifier": getattr(verifier, "name", type(verifier).__name__),
+                "ukf_subspace": ukf_subspace, "top_p": top_p, "temperature": temperature,
+                "seed": seed, "model": model_name or type(model).__name__,
+                "generate_options": {k: v for k, v in generate_options.items()}}
+    runs: list[_Run] = []
+    log = None
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        log = open(os.path.join(out, "generations.jsonl"), "w", encoding="utf-8")
+    bar = tqdm(total=len(prompts) * len(names), desc="claims", disable=not progress,
+               unit="generation")
+    try:
+        for i, prompt in enumerate(prompts):
+            for m in names:
+                kw = dict(CLAIM_METHODS[m])
+                if m == "ukf" and ukf_subspace:
+                    kw["subspace"] = ukf_subspace
+                with PeakMemory() as mem:
+                    res = generate(model, tokenizer, prompt, seed=seed + i, **kw, **common)
+                record = {"method": m, "prompt_index": i, "prompt": prompt, "text": res.text,
+                          "seconds": res.seconds, "verifier_failures": res.verifier_failures}
+                if log is not None:  # on disk before the next generation starts
+                    log.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    log.flush()
+                runs.append(_Run(record, int(res.token_ids.size),
+                                 mem.extra_bytes / 2**20 if math.isfinite(mem.extra_bytes)
+                                 else float("nan"),
+                                 0 if m == "base" else int(res.states.shape[1])))
+                bar.update(1)
+    except KeyboardInterrupt as exc:
+        done = len(runs) // len(names)  # prompts every method finished (interleaved order)
+
+        def partial() -> ClaimsTable | None:
+            if done == 0:
+                return None
+            return _claims_table(runs, prompts[:done], names, model=model, tokenizer=tokenizer,
+                                 encoder=encoder, seed=seed,
+                                 settings=dict(settings, prompts=done,
+                                               interrupted=f"after {done} of {len(prompts)} "
+                                                           "prompts"))
+
+        raise _ClaimsInterrupted(done, len(prompts), len(runs), partial) from exc
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    return _claims_table(runs, prompts, names, model=model, tokenizer=tokenizer,
+                         encoder=encoder, seed=seed, settings=settings)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One finished generation: its public record and what the table adds up."""
+
+    record: dict        # the line of generations.jsonl
+    tokens: int
+    extra_mb: float     # peak-RSS increase, nan if unmeasured
+    parameters: int     # state size (k in a subspace); 0 for base
+
+
+class _ClaimsInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`reproduce_claims`, carrying what was finished.
+
+    ``completed`` prompts were finished by every method (of ``total``);
+    ``generations`` generations were finished in all; ``table()`` computes
+    the claims table of the completed prompts (None if there are none).
+    """
+
+    def __init__(self, completed: int, total: int, generations: int, table):
+        super().__init__(f"interrupted after {completed} of {total} prompts "
+                         f"({generations} generations)")
+        self.completed, self.total, self.generations = completed, total, generations
+        self.table = table
+
+
+def _claims_table(runs, prompts, names, *, model, tokenizer, encoder, seed,
+                  settings) -> ClaimsTable:
+    """The table of ``prompts`` (the first prompts of the run) from the finished ``runs``.
+
+    Every run is kept in ``generations``; only those of ``prompts`` enter the rows.
+    """
+    P = len(prompts)
     texts = {m: [] for m in names}
     seconds = {m: 0.0 for m in names}
     tokens = {m: 0 for m in names}
     memory = {m: 0.0 for m in names}
     params = {m: 0 for m in names}
     failures = {m: 0 for m in names}
-    generations = []
-    # Resolve the verifier once (a judge given by path is loaded once, not per call).
-    verifier = make_verifier(verifier, model, judge_model=judge_model)
-    common = dict(candidates=candidates, every=every, max_new_tokens=max_new_tokens,
-                  verifier=verifier, members=members, top_p=top_p,
-                  temperature=temperature, progress=False, **generate_options)
-    bar = tqdm(total=len(prompts) * len(names), desc="claims", disable=not progress,
-               unit="generation")
-    for i, prompt in enumerate(prompts):
-        for m in names:
-            kw = dict(CLAIM_METHODS[m])
-            if m == "ukf" and ukf_subspace:
-                kw["subspace"] = ukf_subspace
-            with PeakMemory() as mem:
-                res = generate(model, tokenizer, prompt, seed=seed + i, **kw, **common)
-            texts[m].append(res.text)
-            seconds[m] += res.seconds
-            tokens[m] += int(res.token_ids.size)
-            if math.isfinite(mem.extra_bytes):
-                memory[m] = max(memory[m], mem.extra_bytes / 2**20)
-            failures[m] += res.verifier_failures
-            if m != "base":
-                n_state = res.states.shape[1]
-                params[m] = n_state  # the state adapts the model (k in a subspace)
-            generations.append({"method": m, "prompt_index": i, "prompt": prompt,
-                                "text": res.text, "seconds": res.seconds,
-                                "verifier_failures": res.verifier_failures})
-            bar.update(1)
-    bar.close()
+    for run in runs:  # in run order, so sums are those of a single pass
+        m = run.record["method"]
+        if run.record["prompt_index"] >= P:
+            continue
+        texts[m].append(run.record["text"])
+        seconds[m] += run.record["seconds"]
+        tokens[m] += run.tokens
+        if math.isfinite(run.extra_mb):
+            memory[m] = max(memory[m], run.extra_mb)
+        failures[m] += run.record["verifier_failures"]
+        if m != "base":
+            params[m] = run.parameters  # the state adapts the model (k in a subspace)
+    generations = [run.record for run in runs]
 
     if isinstance(encoder, str) and encoder == "auto":
         encoder = load_sentence_encoder() if sentence_encoder_available() else None
@@ -324,7 +428,6 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=_DEFAULT_METHODS, mem
     base = coh["base"]
     base_tps = tokens["base"] / seconds["base"]
     rows = []
-    P = len(prompts)
     for j, m in enumerate(names):
         c = coh[m]
 
@@ -353,24 +456,21 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=_DEFAULT_METHODS, mem
                      "tokens_per_second": tps, "slowdown": base_tps / tps,
                      "extra_memory_mb": memory[m], "parameters": int(params[m]),
                      "verifier_failures": int(failures[m])})
-    settings = {"prompts": P, "prompt_source": prompt_source or "given", "methods": names,
-                "members": members, "candidates": candidates, "every": every,
-                "max_new_tokens": max_new_tokens,
-                "verifier": getattr(verifier, "name", type(verifier).__name__),
-                "ukf_subspace": ukf_subspace, "top_p": top_p, "temperature": temperature,
-                "seed": seed, "model": model_name or type(model).__name__,
-                "generate_options": {k: v for k, v in generate_options.items()}}
     return ClaimsTable(rows, settings, base.label, generations)
 
 
-def write_claims(table: ClaimsTable, out) -> None:
+def write_claims(table: ClaimsTable, out, *, generations: bool = True) -> None:
     """Write ``claims.json``, ``claims.csv``, ``claims.txt`` and ``generations.jsonl`` to ``out``.
 
     Parameters
     ----------
     table : ClaimsTable
+        The measured table.
     out : str or PathLike
         Output folder (created if needed).
+    generations : bool, default True
+        Also write ``generations.jsonl`` (from ``table.generations``); False
+        leaves the file :func:`reproduce_claims` wrote as it went (``out=``).
 
     Examples
     --------
@@ -396,6 +496,8 @@ def write_claims(table: ClaimsTable, out) -> None:
         w.writerows(table.rows)
     with open(os.path.join(out, "claims.txt"), "w") as f:
         f.write(table.table() + "\n")
+    if not generations:
+        return
     with open(os.path.join(out, "generations.jsonl"), "w", encoding="utf-8") as f:
         for g in table.generations:
             f.write(json.dumps(g, ensure_ascii=False) + "\n")
@@ -439,7 +541,23 @@ def add_parser(sub) -> None:
 
 
 def run_cli(args) -> int:
-    """Run ``da-embed claims`` (parsed ``args``); returns the exit status."""
+    """Run ``da-embed claims``.
+
+    Generations go to ``args.out/generations.jsonl`` as they finish.  On
+    Ctrl-C, one line on stderr says how many prompts every method completed
+    and where they are kept; the table of those prompts (if any) is printed
+    and written to ``claims.json/.csv/.txt``, and the status is 130.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options of the ``claims`` subcommand (:func:`add_parser`).
+
+    Returns
+    -------
+    int
+        Exit status: 0 done, 130 interrupted.
+    """
     from .corpora import wikitext_path
     from .generate import load_generator, load_verifier
 
@@ -457,17 +575,31 @@ def run_cli(args) -> int:
     elif verifier == "judge" and args.judge_model is None:
         raise ValueError("--verifier judge needs --judge-model PATH")
     model, tokenizer, name = load_generator(args.model, progress=not args.no_progress)
-    table = reproduce_claims(model, tokenizer, prompts, methods=methods, members=args.members,
-                             candidates=args.candidates, every=args.every,
-                             max_new_tokens=args.max_new_tokens, verifier=verifier,
-                             judge_model=args.judge_model, ukf_subspace=args.ukf_subspace,
-                             top_p=args.top_p, temperature=args.temperature, seed=args.seed,
-                             model_name=name, **({"sample": False} if args.greedy else {}),
-                             prompt_source=f"first sentences of the first {len(prompts)} "
-                                           f"paragraphs of {os.fspath(corpus)}",
-                             progress=not args.no_progress)
+    out = os.fspath(args.out)
+    try:
+        table = reproduce_claims(
+            model, tokenizer, prompts, methods=methods, members=args.members,
+            candidates=args.candidates, every=args.every, max_new_tokens=args.max_new_tokens,
+            verifier=verifier, judge_model=args.judge_model, ukf_subspace=args.ukf_subspace,
+            top_p=args.top_p, temperature=args.temperature, seed=args.seed, model_name=name,
+            **({"sample": False} if args.greedy else {}),
+            prompt_source=f"first sentences of the first {len(prompts)} paragraphs of "
+                          f"{os.fspath(corpus)}",
+            progress=not args.no_progress, out=out)
+    except _ClaimsInterrupted as stop:
+        partial = stop.table()
+        if partial is not None:
+            print(partial.table())
+            write_claims(partial, out, generations=False)  # the file already holds them all
+        print(f"\ninterrupted: {stop.completed} of {stop.total} prompts completed by every "
+              f"method; all {stop.generations} finished generations are kept in "
+              f"{out}/generations.jsonl; "
+              + (f"the claims table of those {stop.completed} prompts is in {out}/claims.txt "
+                 "(.json, .csv)" if partial is not None else "no claims table written"),
+              file=sys.stderr)
+        return 130
     print(table.table())
-    write_claims(table, args.out)
+    write_claims(table, out, generations=False)  # generations.jsonl was written as they went
     print(f"\nwritten to {os.fspath(args.out)}/claims.json, claims.csv, claims.txt, "
           "generations.jsonl")
     return 0
