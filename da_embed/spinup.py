@@ -229,6 +229,25 @@ class SpinupConfig:
     background_var : float, default 0.1
         Initial value of b, the variances of the prior of a window's first
         state (the online methods' default P0); learned with ``initial``.
+    climatology : bool, default True
+        How ``initial`` (s_b and b) is learned under the weak constraint.
+        True: as the climatology of the states (the model is taken as
+        stationary, so a stream's first state is distributed like any other):
+        after every E-step, s_b and b move a fraction ``climatology_rate``
+        of the way to the mean and variance (posterior variances included)
+        of all the batch's states (a stochastic-approximation EM step).
+        False: by Adam, from the windows whose first state has the
+        climatological background only (a track's or document's first
+        window: a few per pass, so s_b moves slowly).
+    climatology_rate : float, default 0.1
+        The fraction above (0 < rate <= 1).
+    shrinkage : float, default 0
+        Precision of a Gaussian prior on the parameters that are zero when
+        the dynamics are the random walk (the transition network's output
+        layer and the adapter's ``B``): the M-step minimises
+        ``E_q[J] / tokens + shrinkage / 2 |theta_0|^2`` (MAP-EM).  It keeps the
+        dynamics near the random walk where the tokens barely inform the
+        state, in which EM's posterior follows the prior's drift.
     hidden : int, default 32
         Hidden width of the transition network.
     rank : int, default 16
@@ -286,6 +305,9 @@ class SpinupConfig:
     learn: tuple = PARTS
     q_init: float = 0.01
     background_var: float = 0.1
+    climatology: bool = True
+    climatology_rate: float = 0.1
+    shrinkage: float = 0.0
     hidden: int = DEFAULT_HIDDEN
     rank: int = DEFAULT_RANK
     samples: int = 0
@@ -321,6 +343,14 @@ class SpinupConfig:
         object.__setattr__(self, "learn", tuple(p for p in PARTS if p in learn))
         _check_positive(self.q_init, "q_init")
         _check_positive(self.background_var, "background_var")
+        if not isinstance(self.climatology, bool):
+            raise ValueError(f"climatology must be True or False, got {self.climatology!r}")
+        _check_positive(self.climatology_rate, "climatology_rate")
+        if self.climatology_rate > 1:
+            raise ValueError(f"climatology_rate must be in (0, 1], got {self.climatology_rate!r}")
+        if isinstance(self.shrinkage, bool) or not isinstance(self.shrinkage, numbers.Real) \
+                or not math.isfinite(self.shrinkage) or self.shrinkage < 0:
+            raise ValueError(f"shrinkage must be a finite number >= 0, got {self.shrinkage!r}")
         _check_int(self.hidden, "hidden", 1)
         _check_int(self.rank, "rank", 1)
         _check_int(self.samples, "samples", 0)
@@ -694,8 +724,27 @@ class _Learned:
                 "transition": ("transition.",), "adapter": ("adapter.",)}
         prefixes = tuple(x for p in config.learn for x in keep[p])
         strong_unused = ("log_b", "log_q") if config.constraint == "strong" else ()
+        closed_form = (("initial_state", "log_b") if config.constraint == "weak"
+                       and config.climatology else ())  # updated by climatology_update
         return [(k, v) for k, v in self.named().items()
-                if k.startswith(prefixes) and k not in strong_unused]
+                if k.startswith(prefixes) and k not in strong_unused + closed_form]
+
+    def shrunk(self) -> list[torch.Tensor]:
+        """The parameters that are zero for the random walk (``shrinkage``'s prior)."""
+        return [self.transition.out.weight, self.transition.out.bias, self.adapter.B.weight]
+
+    def climatology_update(self, S: torch.Tensor, V: torch.Tensor, rate: float) -> None:
+        """Move s_b and b a fraction ``rate`` to the mean and variance of the states.
+
+        ``S`` (..., n) posterior means, ``V`` (..., n) their marginal variances.
+        """
+        with torch.no_grad():
+            S, V = S.reshape(-1, self.n), V.reshape(-1, self.n)
+            mean = S.mean(0)
+            var = ((S - mean) ** 2 + V).mean(0).clamp_min(1e-12)
+            b = (1 - rate) * torch.exp(self.log_b) + rate * var
+            self.initial.copy_((1 - rate) * self.initial + rate * mean)
+            self.log_b.copy_(torch.log(b))
 
     def step(self, S: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
         """``m(s, h) = f_phi(s, h) + A_r(h)`` for S (N, n), H (N, d)."""
@@ -982,7 +1031,8 @@ def _weak_step(chunks, learned, config, rng, exact, B, K, tokens, warm, carried,
     }
     record["objective"] = (record["nll"] + record["background"] + record["transition"]
                            + record["logdet_q"] + record["laplace"])
-    return loss, record, S, following
+    V = torch.diagonal(Sd, dim1=-2, dim2=-1).clone()  # (B, K, n) posterior variances
+    return loss, record, S, V, following
 
 
 def _strong_step(chunks, learned, B, K, tokens, start):
@@ -1540,7 +1590,7 @@ def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *,
                 q_before = torch.exp(learned.log_q.detach()).numpy().copy()
                 if cfg.constraint == "weak":
                     idx = torch.as_tensor(chunks_of)
-                    loss_fn, record, S, following = _weak_step(
+                    loss_fn, record, S, V, following = _weak_step(
                         chunks, learned, cfg, rng, exact, B, K, tokens,
                         carried["bank"][idx].reshape(B, K, n), carried, restart)
                 else:
@@ -1551,9 +1601,14 @@ def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *,
                     else cfg.lr * 0.5 ** ((step - 1) / cfg.lr_half_life)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_now
+                shrunk = learned.shrunk() if cfg.shrinkage > 0 and cfg.constraint == "weak" \
+                    else []
                 for it in range(cfg.m_steps):  # Adam steps on this E-step's posterior draws
                     with torch.enable_grad():
                         loss = loss_fn()
+                        if shrunk:  # MAP: the Gaussian prior towards the random walk
+                            loss = loss + 0.5 * cfg.shrinkage * sum((w ** 2).sum()
+                                                                    for w in shrunk)
                         grads = torch.autograd.grad(loss, params, allow_unused=True)
                     sq = sum(0.0 if g is None else float((g ** 2).sum()) for g in grads)
                     if it == 0:
@@ -1568,6 +1623,8 @@ def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *,
                     optimizer.step()
                 # The step is complete: what carries over is updated together.
                 if cfg.constraint == "weak":
+                    if cfg.climatology and "initial" in cfg.learn:
+                        learned.climatology_update(S, V, cfg.climatology_rate)
                     carried["bank"][idx] = S.reshape(B * K, n)  # warm starts of later E-steps
                     carried.update(following)
                 else:
@@ -1803,6 +1860,13 @@ def add_parser(sub) -> None:
     g.add_argument("--q-init", type=float, default=d.q_init, help="initial diagonal of Q")
     g.add_argument("--background-var", type=float, default=d.background_var,
                    help="initial variances of the window-start state")
+    g.add_argument("--no-climatology", action="store_true",
+                   help="learn s_b and b by Adam from the windows that start a track or "
+                        "document only, instead of as the climatology of all states")
+    g.add_argument("--climatology-rate", type=float, default=d.climatology_rate,
+                   help="fraction of the way s_b and b move to the batch's climatology per step")
+    g.add_argument("--shrinkage", type=float, default=d.shrinkage,
+                   help="precision of the prior pulling the dynamics towards the random walk")
     g.add_argument("--hidden", type=int, default=d.hidden, help="transition network width")
     g.add_argument("--rank", type=int, default=d.rank, help="adapter rank")
     g.add_argument("--samples", type=int, default=d.samples, help="posterior draws per window")
@@ -1835,6 +1899,8 @@ def run_cli(args) -> int:
                        window=args.window, batch=args.batch, steps=args.steps, lr=args.lr,
                        lr_half_life=args.lr_half_life, constraint=args.constraint,
                        learn=args.learn, q_init=args.q_init, background_var=args.background_var,
+                       climatology=not args.no_climatology,
+                       climatology_rate=args.climatology_rate, shrinkage=args.shrinkage,
                        hidden=args.hidden, rank=args.rank, samples=args.samples,
                        m_steps=args.m_steps, hessian=args.hessian, seed=args.seed,
                        checkpoint_every=args.checkpoint_every)

@@ -210,8 +210,8 @@ def test_m_step_optimum_of_q_is_the_em_update_of_filters(samples, tol):
     nan = torch.full((B, K, n), float("nan"), dtype=torch.float64)
     fresh = {"carry": nan[:, 0], "carry_var": nan[:, 0],
              "carry_h": torch.zeros(B, 1, dtype=torch.float64)}
-    loss, _, S, _ = sp._weak_step(chunks, learned, cfg, np.random.default_rng(0), True, B, K, 1,
-                                  nan, fresh, torch.ones(B, dtype=torch.bool))
+    loss, _, S, _, _ = sp._weak_step(chunks, learned, cfg, np.random.default_rng(0), True, B,
+                                     K, 1, nan, fresh, torch.ones(B, dtype=torch.bool))
     # The exact posterior covariance of each window (dense), from the same E-step.
     _, factor, _, _ = sp._map_states(chunks, S, torch.zeros(B, K, 1, dtype=torch.float64),
                                      learned.initial.detach(), torch.full((n,), 2.0),
@@ -291,8 +291,11 @@ def _check_drift(result, placement, protocol, ps):
     assert np.all((ratio_q >= 0.5) & (ratio_q <= 2.0)), ratio_q
 
 
+# Every planted stream starts at the same point off the drift's stationary mean, so s_b is the
+# streams' shared first state, not the climatology of all states: climatology=False.
 DRIFT_CONFIG = dict(chunk=16, context=32, window=8, batch=8, steps=80, lr=0.08,
-                    lr_half_life=40, m_steps=4, hidden=8, rank=2, q_init=0.2, newton_tol=1e-4)
+                    lr_half_life=40, m_steps=4, hidden=8, rank=2, q_init=0.2, newton_tol=1e-4,
+                    climatology=False)
 
 
 def test_spinup_recovers_a_planted_linear_drift_and_q():
@@ -310,6 +313,66 @@ def test_spinup_recovers_a_planted_linear_drift_and_q_for_other_seeds(seed):
     placement, protocol, ps = _drift_setup(75, 8, seed=seed)
     cfg = SpinupConfig(**{**DRIFT_CONFIG, "steps": 100, "batch": 16, "seed": seed})
     _check_drift(spinup(placement, ps.token_ids, cfg, progress=False), placement, protocol, ps)
+
+
+def test_climatology_update_is_the_moving_mean_and_variance_of_the_states():
+    n, rate = 3, 0.25
+    learned = sp._Learned(n, 2, SpinupConfig(**TINY))
+    with torch.no_grad():
+        learned.initial.copy_(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    b0 = torch.exp(learned.log_b.detach()).numpy().copy()
+    s0 = learned.initial.detach().numpy().copy()
+    rng = np.random.default_rng(0)
+    S, V = rng.normal(size=(2, 4, n)), rng.uniform(0.1, 0.2, size=(2, 4, n))
+    learned.climatology_update(torch.as_tensor(S), torch.as_tensor(V), rate)
+    flat, var = S.reshape(-1, n), V.reshape(-1, n)
+    mean = flat.mean(0)
+    spread = ((flat - mean) ** 2).mean(0) + var.mean(0)  # law of total variance
+    np.testing.assert_allclose(learned.initial.detach().numpy(), (1 - rate) * s0 + rate * mean)
+    np.testing.assert_allclose(torch.exp(learned.log_b.detach()).numpy(),
+                               (1 - rate) * b0 + rate * spread)
+    # Under the weak constraint with climatology, s_b and b leave Adam's parameters.
+    names = [k for k, _ in learned.trainable(SpinupConfig(**TINY))]
+    assert "initial_state" not in names and "log_b" not in names and "log_q" in names
+    names = [k for k, _ in learned.trainable(SpinupConfig(**TINY, climatology=False))]
+    assert "initial_state" in names and "log_b" in names
+
+
+def test_spinup_learns_the_climatology_of_a_stationary_state():
+    """Streams that stay near mu = (1, -1): s_b goes from 0 to mu (climatology=True); Adam
+    on the track starts alone (climatology=False) moves it much less in the same steps."""
+    model = _model(seed=1)
+    protocol = PrequentialConfig(chunk=16, context=32)
+    base = HiddenScale(model)
+    text = planted_drift(base, protocol, 16 * 12 + 1, np.eye(32), 0.0, seed=7).token_ids
+    placement = Subspace.from_gradients(base, nll_gradients(base, text, protocol), 2)
+    mu = np.array([1.0, -1.0])
+    ps = planted_drift(placement, protocol, 16 * 24 + 1, np.eye(2), 1e-4, initial=mu,
+                       streams=4, seed=3)
+    kw = dict(chunk=16, context=32, window=4, batch=4, steps=12, lr=0.02, hidden=4, rank=2,
+              learn="initial,q", newton_tol=1e-4)
+    res = spinup(placement, ps.token_ids, SpinupConfig(**kw, climatology_rate=0.3),
+                 progress=False)
+    err = np.abs(res.initial_state - mu)
+    assert np.all(err < 0.2), (res.initial_state, mu)
+    adam = spinup(placement, ps.token_ids, SpinupConfig(**kw, climatology=False),
+                  progress=False)
+    assert np.linalg.norm(adam.initial_state - mu) > 2 * np.linalg.norm(res.initial_state - mu)
+    assert np.all(np.isfinite(res.background_var)) and np.all(res.background_var > 0)
+
+
+def test_shrinkage_keeps_the_dynamics_nearer_the_random_walk(tiny_stream):
+    model, ids = tiny_stream
+    kw = dict(**TINY, steps=4, lr=0.05, learn="transition,adapter")
+
+    def size(result):
+        return sum(float((p.detach() ** 2).sum()) for p in (result.dynamics.transition.out.weight,
+                                                   result.dynamics.transition.out.bias,
+                                                   result.dynamics.adapter.B.weight))
+
+    free = spinup(HiddenScale(model), ids, SpinupConfig(**kw), progress=False)
+    shrunk = spinup(HiddenScale(model), ids, SpinupConfig(**kw, shrinkage=1e4), progress=False)
+    assert size(free) > 0 and size(shrunk) < 0.5 * size(free), (size(free), size(shrunk))
 
 
 # ------------------------------------------ checkpoints, resume, interruption

@@ -57,6 +57,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--window", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--learn", default="all", help="spin-up parts to learn (SpinupConfig.learn)")
+    p.add_argument("--no-climatology", action="store_true",
+                   help="learn s_b by Adam from track starts (SpinupConfig.climatology=False)")
+    p.add_argument("--shrinkage", type=float, default=0.0,
+                   help="SpinupConfig.shrinkage (prior precision towards the random walk)")
     p.add_argument("--methods", default="frozen,ekf,etkf")
     p.add_argument("--subspace", default=None,
                    help="spin up and compare in this subspace (fisher:k from the first "
@@ -96,6 +101,8 @@ def main(argv=None) -> int:
           f"{test.size} tokens of test", flush=True)
     cfg = SpinupConfig(chunk=chunk, context=context, window=args.window, batch=args.batch,
                        steps=steps, lr=args.lr, lr_half_life=steps / 2, m_steps=2,
+                       learn=args.learn, climatology=not args.no_climatology,
+                       shrinkage=args.shrinkage,
                        checkpoint_every=max(1, steps // 4))
     print(f"spin-up settings: {cfg}", flush=True)
     from da_embed.subspaces import make_subspace
