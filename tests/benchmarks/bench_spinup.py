@@ -60,8 +60,14 @@ def main(argv=None) -> int:
     p.add_argument("--learn", default="all", help="spin-up parts to learn (SpinupConfig.learn)")
     p.add_argument("--no-climatology", action="store_true",
                    help="learn s_b by Adam from track starts (SpinupConfig.climatology=False)")
-    p.add_argument("--shrinkage", type=float, default=0.0,
-                   help="SpinupConfig.shrinkage (prior precision towards the random walk)")
+    p.add_argument("--shrinkage", type=float, default=None,
+                   help="SpinupConfig.shrinkage (prior precision towards the random walk; "
+                        "default: SpinupConfig's)")
+    p.add_argument("--select-tokens", type=int, default=8192,
+                   help="after spin-up, also compare the EKF with and without the learned "
+                        "dynamics on this many held-out tokens of valid (after --train-tokens "
+                        "plus a gap of 8192), the text the spin-up settings were selected on "
+                        "(0: skip)")
     p.add_argument("--methods", default="frozen,ekf,etkf")
     p.add_argument("--subspace", default=None,
                    help="spin up and compare in this subspace (fisher:k from the first "
@@ -88,12 +94,16 @@ def main(argv=None) -> int:
         model = tiny_gpt2(initializer_range=1.0)
         train = random_input_ids(model, 1, 2000, seed=1)[0].numpy()
         test = random_input_ids(model, 1, 600, seed=2)[0].numpy()
+        select = random_input_ids(model, 1, 300 if args.select_tokens else 0, seed=3)[0].numpy()
         chunk, context, steps, name = 16, 32, 5, "tiny GPT-2 (random weights), random tokens"
     else:
         from da_embed.reference import encode_text, load_reference
 
         model, tokenizer, info = load_reference(progress=True)
-        train = encode_text(tokenizer, read_text(wikitext_path("valid")))[:args.train_tokens]
+        valid = encode_text(tokenizer, read_text(wikitext_path("valid")))
+        train = valid[:args.train_tokens]
+        gap = args.train_tokens + 8192  # held-out valid: never trained on
+        select = valid[gap:gap + args.select_tokens]
         test = encode_text(tokenizer, read_text(wikitext_path("test")))[:args.test_tokens]
         chunk, context, steps = 32, 224, args.steps
         name = f"reference model ({info.get('path', 'cache')})"
@@ -102,7 +112,7 @@ def main(argv=None) -> int:
     cfg = SpinupConfig(chunk=chunk, context=context, window=args.window, batch=args.batch,
                        steps=steps, lr=args.lr, lr_half_life=steps / 2, m_steps=2,
                        learn=args.learn, climatology=not args.no_climatology,
-                       shrinkage=args.shrinkage,
+                       **({} if args.shrinkage is None else {"shrinkage": args.shrinkage}),
                        checkpoint_every=max(1, steps // 4))
     print(f"spin-up settings: {cfg}", flush=True)
     from da_embed.subspaces import make_subspace
@@ -125,12 +135,28 @@ def main(argv=None) -> int:
           f"{h.nll_forecast.values[-k:].mean():.4f} nat/token; Q diagonal mean "
           f"{np.mean(res.Q):.4g} [{np.min(res.Q):.3g}, {np.max(res.Q):.3g}], "
           f"|s_b| = {np.linalg.norm(res.initial_state):.3f}", flush=True)
+    if select.size > chunk + context:
+        print(f"\nselection text: {select.size} held-out tokens of valid (tokens "
+              f"{args.train_tokens + 8192}-), EKF only", flush=True)
+        sel = compare(model, select, methods="frozen,ekf", placement=placement,
+                      protocol=protocol, subspace=args.subspace, tune_ids=train,
+                      tune_tokens=args.tune_tokens, P0=0.1, Q=0.01, dynamics=res,
+                      out=os.path.join(args.out, "compare-select"), model_name=name,
+                      progress=True)
+        _learned_vs_walk(sel)
     tic = time.perf_counter()
+    print(f"\ntest: {test.size} tokens of test", flush=True)
     cmp = compare(model, test, methods=args.methods, placement=placement, protocol=protocol,
                   subspace=args.subspace, tune_ids=train, tune_tokens=args.tune_tokens,
                   members=args.members, P0=0.1, Q=0.01, dynamics=res,
                   out=os.path.join(args.out, "compare"), model_name=name, progress=True)
     print(f"compare: {time.perf_counter() - tic:.0f} s")
+    _learned_vs_walk(cmp)
+    return 0
+
+
+def _learned_vs_walk(cmp) -> None:
+    """Print each ``+learned`` row against its random-walk row (paired per-chunk NLL)."""
     print("\nlearned dynamics against the random walk, same filter (paired per-chunk NLL, "
           "95% block bootstrap):")
     for row in cmp.rows:
@@ -143,8 +169,7 @@ def main(argv=None) -> int:
         pc = _paired(a[:K], b[:K])
         ppl = {x: math.exp(cmp.datasets[x]["nll"].values[:K].mean()) for x in (m, base)}
         print(f"  {m:>16}: perplexity {ppl[m]:.2f} vs {base} {ppl[base]:.2f}: "
-              f"{pc.change:+.1f}% [{pc.low:+.1f}, {pc.high:+.1f}]")
-    return 0
+              f"{pc.change:+.1f}% [{pc.low:+.1f}, {pc.high:+.1f}]", flush=True)
 
 
 if __name__ == "__main__":
