@@ -236,6 +236,15 @@ def tune_dyneval_lr(placement: Placement, tune_ids, protocol: PrequentialConfig,
     return best, results
 
 
+def _number(x: float, spec: str) -> str:
+    """``format(x, spec)``, or 3 significant digits beyond 1e6 (a diverged run's perplexity
+    would otherwise print hundreds of digits and break the table)."""
+    x = float(x)
+    if math.isfinite(x) and abs(x) >= 1e6:
+        return format(x, ("+" if spec.startswith("+") else "") + ".3g")
+    return format(x, spec)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """The result of :func:`compare`.
@@ -291,11 +300,12 @@ class Comparison:
             if r["method"] == "frozen":
                 change = "-"
             elif math.isnan(r["ci_low"]):
-                change = f"{r['change_pct']:+.1f}%"
+                change = f"{_number(r['change_pct'], '+.1f')}%"
             else:
-                change = f"{r['change_pct']:+.1f}% [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+                change = (f"{_number(r['change_pct'], '+.1f')}% [{_number(r['ci_low'], '+.1f')}, "
+                          f"{_number(r['ci_high'], '+.1f')}]")
             status = "" if r["status"] == "complete" else f" ({r['status']})"
-            body.append((r["method"] + status, f"{r['perplexity']:.2f}", change,
+            body.append((r["method"] + status, _number(r["perplexity"], ".2f"), change,
                          f"{r['wall_ratio']:.2f}", f"{r['peak_extra_mb']:.1f}",
                          f"{r['adapt_params']}"))
         widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
@@ -309,7 +319,7 @@ class Comparison:
             lines += ["", "perplexity by domain (chunks by their first token): "
                       + ", ".join(domains)]
             lines += [r["method"].ljust(w) + "  " + "  ".join(
-                f"{d} {r['domains'].get(d, float('nan')):.2f}" for d in domains)
+                f"{d} {_number(r['domains'].get(d, float('nan')), '.2f')}" for d in domains)
                 for r in self.rows]
         return "\n".join(lines)
 

@@ -563,6 +563,14 @@ def test_compare_api_tabulates_against_frozen(tmp_path):
     assert summary["protocol"]["chunk"] == 8 and len(summary["rows"]) == 6
     assert (tmp_path / "summary.csv").read_text().startswith("method,perplexity")
     assert xr.load_dataset(tmp_path / "summary.nc").nll.shape == (6, 15)
+    # A diverged row (perplexity 1e188) prints in 3 digits and keeps the table's width.
+    res.rows[1].update(perplexity=7.359e188, change_pct=4.03e187, ci_low=1.39e113,
+                       ci_high=1.09e273)
+    wide = res.table().splitlines()
+    row = next(line for line in wide if line.startswith("ekf "))
+    assert "7.36e+188" in row and "+4.03e+187% [+1.39e+113, +1.09e+273]" in row, row
+    assert max(map(len, wide[-7:])) < 120
+    assert "frozen " in res.table() and f"{res.rows[0]['perplexity']:.2f}" in res.table()
 
 
 def test_fisher_subspace_spans_the_leading_gradient_directions():

@@ -168,7 +168,7 @@ def _learned_vs_walk(cmp) -> None:
         K = min(a.size, b.size)
         pc = _paired(a[:K], b[:K])
         ppl = {x: math.exp(cmp.datasets[x]["nll"].values[:K].mean()) for x in (m, base)}
-        print(f"  {m:>16}: perplexity {ppl[m]:.2f} vs {base} {ppl[base]:.2f}: "
+        print(f"  {m:>16}: perplexity {ppl[m]:.6g} vs {base} {ppl[base]:.6g}: "
               f"{pc.change:+.1f}% [{pc.low:+.1f}, {pc.high:+.1f}]", flush=True)
 
 
