@@ -1538,10 +1538,14 @@ def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *,
     d = int(target.model.get_output_embeddings().weight.shape[1])
     learned = _Learned(n, d, cfg, hyper)
     trainable = learned.trainable(cfg)
-    if not trainable:
+    climatology = cfg.constraint == "weak" and cfg.climatology and "initial" in cfg.learn
+    if not trainable and not climatology:
         raise ValueError(f"learn = {cfg.learn} leaves nothing to learn under the "
                          f"{cfg.constraint} constraint")
-    optimizer = torch.optim.Adam([p for _, p in trainable], lr=cfg.lr)
+    # With the climatology alone (learn="initial") Adam has nothing to do: a zero-size
+    # placeholder keeps the optimizer (and the checkpoint format) the same.
+    optimizer = torch.optim.Adam([p for _, p in trainable] or [
+        torch.zeros(0, dtype=torch.float64, requires_grad=True)], lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     kind = "hypersurface" if hyper is not None else "dynamics"
     meta = {"format": _FORMAT, "package": "da-embed", "version": __version__,
@@ -1619,14 +1623,18 @@ def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *,
                 else:
                     start = torch.where(restart[:, None], torch.nan, carried["carry"])
                     loss_fn, record, after = _strong_step(chunks, learned, B, K, tokens, start)
-                first_loss, gn = None, 0.0
+                first_loss, gn = float("nan"), 0.0
                 lr_now = cfg.lr if cfg.lr_half_life is None \
                     else cfg.lr * 0.5 ** ((step - 1) / cfg.lr_half_life)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_now
-                shrunk = learned.shrunk() if cfg.shrinkage > 0 and cfg.constraint == "weak" \
-                    else []
-                for it in range(cfg.m_steps):  # Adam steps on this E-step's posterior draws
+                shrunk = [w for w in learned.shrunk() if any(w is p for p in params)] \
+                    if cfg.shrinkage > 0 and cfg.constraint == "weak" else []
+                diverged = (f"spin-up diverged at step {step}: non-finite objective or gradient; "
+                            "resume from the last checkpoint with a lower lr")
+                if not math.isfinite(record["objective"]):
+                    raise FloatingPointError(diverged)
+                for it in range(cfg.m_steps if params else 0):  # Adam steps on this E-step
                     with torch.enable_grad():
                         loss = loss_fn()
                         if shrunk:  # MAP: the Gaussian prior towards the random walk
@@ -1636,17 +1644,15 @@ def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *,
                     sq = sum(0.0 if g is None else float((g ** 2).sum()) for g in grads)
                     if it == 0:
                         first_loss, gn = float(loss.detach()), sq
-                    if not math.isfinite(record["objective"]) or not math.isfinite(sq):
-                        raise FloatingPointError(
-                            f"spin-up diverged at step {step}: non-finite objective or "
-                            f"gradient; resume from the last checkpoint with a lower lr")
+                    if not math.isfinite(sq):
+                        raise FloatingPointError(diverged)
                     for p, g in zip(params, grads):
                         p.grad = torch.zeros_like(p) if g is None else g.detach()
                     updating = True
                     optimizer.step()
                 # The step is complete: what carries over is updated together.
                 if cfg.constraint == "weak":
-                    if cfg.climatology and "initial" in cfg.learn:
+                    if climatology:
                         learned.climatology_update(S, V, cfg.climatology_rate)
                     carried["bank"][idx] = S.reshape(B * K, n)  # warm starts of later E-steps
                     carried.update(following)

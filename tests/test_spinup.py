@@ -596,6 +596,17 @@ def test_bad_input_is_refused_with_the_parameter_named(tiny_stream):
         spinup(model, ids, SpinupConfig(**TINY, learn="q", constraint="strong"), progress=False)
     with pytest.raises(ValueError, match="model_or_placement must be"):
         spinup("gpt2", ids, cfg, progress=False)
+    for kw, message in [(dict(climatology_rate=0.0), "climatology_rate must be"),
+                        (dict(climatology_rate=1.5), r"climatology_rate must be in \(0, 1\]"),
+                        (dict(climatology="yes"), "climatology must be True or False"),
+                        (dict(shrinkage=-1.0), "shrinkage must be a finite number >= 0"),
+                        (dict(shrinkage=float("nan")), "shrinkage must be")]:
+        with pytest.raises(ValueError, match=message):
+            SpinupConfig(**kw)
+    # The climatology alone is something to learn (Adam idles).
+    res = spinup(model, ids, SpinupConfig(**TINY, steps=2, learn="initial"), progress=False)
+    assert np.linalg.norm(res.initial_state) > 0 and res.step == 2
+    assert np.isnan(res.history.mstep_loss.values).all()
 
 
 def test_weak_spinup_runs_on_placements_without_the_head_only_path(tiny_stream):
