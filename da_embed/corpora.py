@@ -152,6 +152,16 @@ def wikitext_path(split: str = "test") -> Path:
                             "set DA_EMBED_WIKITEXT or pass the file with --corpus")
 
 
+
+def _token_ids(ids, what: str) -> np.ndarray:
+    """``ids`` (array, list or tensor) as a 1-D array; ValueError naming ``what`` otherwise."""
+    import numpy as np
+    arr = np.asarray(ids.detach().cpu().numpy() if hasattr(ids, "detach") else ids)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{what} must be a 1-D sequence of integer token ids, "
+                         f"got shape {arr.shape} and dtype {arr.dtype}")
+    return arr
+
 def alternate_segments(streams: dict, segment_tokens: int):
     """Interleave token streams in alternating segments: a multi-domain stream.
 
@@ -202,10 +212,7 @@ def alternate_segments(streams: dict, segment_tokens: int):
         raise ValueError("streams must be a non-empty dict of domain name -> token ids")
     arrays = {}
     for name, ids in streams.items():
-        arr = np.asarray(ids.detach().cpu().numpy() if hasattr(ids, "detach") else ids)
-        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"streams[{name!r}] must be a 1-D sequence of integer token ids, "
-                             f"got shape {arr.shape} and dtype {arr.dtype}")
+        arr = _token_ids(ids, f"streams[{name!r}]")
         if arr.size < S:
             raise ValueError(f"streams[{name!r}] has {arr.size} tokens, fewer than one segment "
                              f"(segment_tokens = {S})")

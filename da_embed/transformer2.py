@@ -51,6 +51,7 @@ import torch
 
 from ._version import __version__
 from .baselines import PointState, _PointFilter
+from .corpora import _token_ids
 from .placements import Placement
 
 __all__ = ["Experts", "train_experts", "load_experts", "TwoPass", "CEMResult", "cem_weights",
@@ -353,10 +354,7 @@ def _check_corpora(corpora, vocab: int, min_tokens: int) -> dict[str, np.ndarray
     for name, ids in corpora.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"corpora: domain names must be non-empty strings, got {name!r}")
-        arr = np.asarray(ids.detach().cpu().numpy() if hasattr(ids, "detach") else ids)
-        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"corpora[{name!r}] must be a 1-D sequence of integer token ids, "
-                             f"got shape {arr.shape} and dtype {arr.dtype}")
+        arr = _token_ids(ids, f"corpora[{name!r}]")
         if arr.size < min_tokens:
             raise ValueError(f"corpora[{name!r}] has {arr.size} tokens; at least seq_len + 1 = "
                              f"{min_tokens} are needed (give more text or a smaller seq_len)")
