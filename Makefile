@@ -7,27 +7,30 @@ VPY    := $(VENV)/bin/python
 # torch is pinned first: pip takes the local CPU wheel of 2.13.0; any open range
 # would pull a multi-gigabyte CUDA build.  The package itself accepts torch>=2.3.
 TORCH  := torch==2.13.0
+# Every install takes the tested versions of requirements/constraints.txt (a lock of all
+# direct and transitive dependencies), so a fresh clone gets what the suite passed with.
+PIP    := $(VPY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: demo demo-filters test test-all bench docs clean
+.PHONY: demo demo-filters test test-all bench docs lock clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(PIP) $(TORCH)
 
-$(VENV)/.stamp-base: pyproject.toml | $(VPY)
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e .
+$(VENV)/.stamp-base: pyproject.toml requirements/constraints.txt | $(VPY)
+	$(PIP) -e .
 	touch $@
 
-$(VENV)/.stamp-test: pyproject.toml | $(VPY)
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+$(VENV)/.stamp-test: pyproject.toml requirements/constraints.txt | $(VPY)
+	$(PIP) -e ".[test]"
 	touch $@
 
-$(VENV)/.stamp-bench: pyproject.toml | $(VPY)
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e ".[test,bench]"
+$(VENV)/.stamp-bench: pyproject.toml requirements/constraints.txt | $(VPY)
+	$(PIP) -e ".[test,bench]"
 	touch $@
 
-$(VENV)/.stamp-docs: pyproject.toml | $(VPY)
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e ".[test,docs]"
+$(VENV)/.stamp-docs: pyproject.toml requirements/constraints.txt | $(VPY)
+	$(PIP) -e ".[test,docs]"
 	touch $@
 
 # The main job: the reference model (trained once, ~2.5 min, then cached) adapted online
@@ -53,6 +56,15 @@ bench: $(VENV)/.stamp-bench
 # The HTML lands in docs/_build/html (index.html); warnings are errors.
 docs: $(VENV)/.stamp-docs
 	$(VPY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+# Re-resolve the lock from pyproject.toml's open ranges in a scratch venv (then run make test).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,docs,bench]"
+	{ sed -n '1,4p' requirements/constraints.txt; .venv-lock/bin/python -m pip freeze --exclude-editable \
+	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements/constraints.new
+	mv requirements/constraints.new requirements/constraints.txt && rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache docs/_build docs/auto_examples docs/api/generated \

@@ -92,6 +92,7 @@ from filters.models import ObservationOperator
 from filters.states import GaussianState
 
 from ._version import __version__
+from .lm.kv_cache import forward_with_cache, output_cache, prefill
 from .placements import HiddenScale, Placement, Subspace
 from .textmetrics import continuation_logprob, continuation_logprob_ids
 from .trajectory import netcdf_attrs
@@ -174,20 +175,6 @@ def sample_tokens(logits: torch.Tensor, u: torch.Tensor | None, *, temperature: 
     return tok.clamp(max=cdf.shape[-1] - 1)
 
 
-def _new_cache(model):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.config)
-
-
-def _prefill(model, ids: torch.Tensor):
-    """KV cache of ``ids`` (B, T); an empty cache when T = 0."""
-    cache = _new_cache(model)
-    if ids.shape[1]:
-        cache = model(input_ids=ids, past_key_values=cache, use_cache=True).past_key_values
-    return cache
-
-
 def _decode(model, cache, first: torch.Tensor, steps: int, u: np.ndarray | None,
             temperature: float, top_p: float) -> torch.Tensor:
     """Decode ``steps`` tokens for R rows from a cache of everything but ``first`` (R, 1).
@@ -197,8 +184,8 @@ def _decode(model, cache, first: torch.Tensor, steps: int, u: np.ndarray | None,
     """
     tok, out = first, []
     for t in range(steps):
-        res = model(input_ids=tok, past_key_values=cache, use_cache=True)
-        cache = res.past_key_values
+        res = forward_with_cache(model, tok, cache)
+        cache = output_cache(res)
         ut = None if u is None else torch.from_numpy(u[:, t])
         nxt = sample_tokens(res.logits[:, -1, :], ut, temperature=temperature, top_p=top_p)
         out.append(nxt)
@@ -928,7 +915,7 @@ def generate(model, tokenizer, prompt: str, *, filter: str = "etkf", placement="
     try:
         pl.attach()
         with torch.no_grad():
-            base_cache = _prefill(model, torch.tensor([ids[:-1]], dtype=torch.long)) \
+            base_cache = prefill(model, torch.tensor([ids[:-1]], dtype=torch.long)) \
                 if shared else None
             bar = tqdm(range(cycles), desc=f"generate ({filter})", disable=not progress,
                        unit="cycle")
@@ -963,7 +950,7 @@ def generate(model, tokenizer, prompt: str, *, filter: str = "etkf", placement="
                             cache = copy.deepcopy(base_cache)
                             cache.batch_repeat_interleave(M * K)
                         else:
-                            cache = _prefill(model, ctx[:, :-1].repeat(M * K, 1))
+                            cache = prefill(model, ctx[:, :-1].repeat(M * K, 1))
                         cand = _decode(model, cache, ctx[:, -1:].repeat(M * K, 1), steps, U,
                                        temperature, top_p).numpy()  # (M * K, steps)
                     del cache
@@ -1023,7 +1010,7 @@ def generate(model, tokenizer, prompt: str, *, filter: str = "etkf", placement="
                     new = _decode(model, base_cache, first, steps, u_main, temperature, top_p)
                 else:
                     with pl.using(mean[None]):
-                        cache = base_cache if shared else _prefill(model, ctx[:, :-1])
+                        cache = base_cache if shared else prefill(model, ctx[:, :-1])
                         new = _decode(model, cache, first, steps, u_main, temperature, top_p)
                 new = new[0].tolist()
                 ids.extend(new)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .assimilator import PrequentialConfig
+from .lm.kv_cache import forward_with_cache, output_cache
 from .placements import Placement
 
 __all__ = ["PlantedShift", "planted_shift", "PlantedDrift", "planted_drift"]
@@ -163,8 +164,7 @@ def _sample_streams(placement: Placement, protocol: PrequentialConfig, starts: n
                     tok = torch.multinomial(probs, 1, generator=gen)  # (S, 1)
                     ids[:, start + j] = tok[:, 0]
                     if j + 1 < protocol.chunk:
-                        out = model(input_ids=tok, past_key_values=out.past_key_values,
-                                    use_cache=True)
+                        out = forward_with_cache(model, tok, output_cache(out))
     return ids.numpy()
 
 

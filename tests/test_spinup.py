@@ -476,12 +476,17 @@ def test_hypersurface_learns_without_touching_the_embedding_table():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     protocol = PrequentialConfig(chunk=8, context=8)
     shift = 0.8 * torch.randn(32, generator=torch.Generator().manual_seed(4))
-    ids = planted_drift(EmbeddingScale(model), protocol, 8 * 24 + 1, np.eye(32), 0.0,
+    ids = planted_drift(EmbeddingScale(model), protocol, 8 * 16 + 1, np.eye(32), 0.0,
                         initial=shift.numpy(), seed=2).token_ids  # a shifted domain
     hs = Hypersurface(model, hidden=4, rank=2)
     untrained = float(hs.rollout(ids, protocol).attrs["nll_mean"])
-    # Two tracks of three windows: the state is carried from window to window, as at inference.
-    res = hs.fit(ids, SpinupConfig(chunk=8, context=8, window=4, batch=2, steps=40, lr=0.005))
+    # One track of four windows: the state is carried from window to window, as at inference,
+    # and the track covers the whole stream the rollout scores.  The guarantee is on the
+    # horizon trained on: a free-running rollout twice as long as the tracks (the earlier
+    # 24-chunk stream with two tracks) extrapolates the generator, and its NLL then swung
+    # from -0.7 to +1.3 nats with the rounding of the CPU's kernels (AVX2 vs generic torch
+    # kernels), so a margin there was luck.  Here the drop is 1.1 to 1.6 nats on both.
+    res = hs.fit(ids, SpinupConfig(chunk=8, context=8, window=4, batch=1, steps=40, lr=0.005))
     trained = hs.rollout(ids, protocol)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k  # bit-identical, the embedding table included

@@ -606,9 +606,16 @@ def test_strong_4dvar_sakov2008_dto02_short_run():
 
 
 def test_strong_4dvar_lbfgs_cycles_like_gauss_newton_on_sakov2008():
-    """40 cycles (10 windows) of the L-BFGS/autograd filter give the Gauss-Newton analyses."""
+    """40 cycles (10 windows) of the L-BFGS/autograd filter give the Gauss-Newton analyses.
+
+    L-BFGS needs about 200 iterations on window 2 of this chaotic run (196 to 203 with the
+    rounding of different OpenBLAS kernels), right at the default ``maxiter`` of 200, so the
+    default made ``converged`` a coin toss between CPUs.  The claim is that both minimisers
+    reach the same minimum: L-BFGS is given room, and must stop by its own criteria.
+    """
     s = sakov2008(n_obs=40).with_(steps_per_obs=4, burn_in=0.0)
-    a = assimilate(StrongConstraint4DVar(window=4, xB=0.02, gtol=1e-7), s, seed=2)
+    a = assimilate(StrongConstraint4DVar(window=4, xB=0.02, gtol=1e-7, maxiter=1000), s, seed=2)
+    assert a.iterations.values.max() < 1000
     b = assimilate(StrongConstraint4DVar(window=4, xB=0.02, minimizer="gauss-newton", gtol=1e-9),
                    s, seed=2)
     assert a.converged.values.all() and b.converged.values.all()
