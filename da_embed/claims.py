@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .generate import generate, make_verifier
+from .trajectory import strict_json
 from .textmetrics import (PeakMemory, coherence, diversity, load_sentence_encoder,
                           sentence_encoder_available)
 
@@ -489,7 +490,7 @@ def write_claims(table: ClaimsTable, out, *, generations: bool = True) -> None:
     """
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "claims.json"), "w") as f:
-        json.dump(table.summary(), f, indent=2, default=float)
+        json.dump(strict_json(table.summary()), f, indent=2, default=float)
     with open(os.path.join(out, "claims.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(table.rows[0]))
         w.writeheader()

@@ -35,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from ._version import __version__
+from .trajectory import strict_json
 from .assimilator import OnlineAssimilator, PrequentialConfig
 from .methods import EXPERT_METHODS, WINDOWED_METHODS, make_method, parse_methods, split_method
 from .metrics import PairedChange, paired_change, perplexity
@@ -598,7 +599,7 @@ def _rows(names, datasets, timing, memory, paths, n_boot, seed):
 def _write_summary(result: Comparison, out) -> None:
     out = os.fspath(out)
     with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(result.summary(), f, indent=2, default=str)
+        json.dump(strict_json(result.summary()), f, indent=2, default=str, allow_nan=False)
     keys = list(result.rows[0])
     with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
@@ -615,5 +616,6 @@ def _write_summary(result: Comparison, out) -> None:
                 "time": ("time", np.arange(K), {"long_name": "chunk index", "units": "1",
                                                 "axis": "T"})},
         attrs={"Conventions": "CF-1.8", "title": "da-embed compare summary",
-               "summary": json.dumps(result.summary(), default=str)})
+               "summary": json.dumps(strict_json(result.summary()), default=str,
+                                     allow_nan=False)})
     summary.to_netcdf(os.path.join(out, "summary.nc"), engine="netcdf4")

@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["VARIABLES", "WINDOW_VARIABLES", "FINAL", "TrajectoryWriter", "TrajectoryRecorder",
-           "open_trajectory", "netcdf_attrs"]
+           "open_trajectory", "netcdf_attrs", "strict_json"]
 
 #: Per-chunk variables: name -> (dims, dtype, long_name, units).
 VARIABLES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
@@ -366,3 +366,36 @@ def open_trajectory(path) -> xr.Dataset:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no trajectory file at {os.fspath(path)!r}")
     return xr.load_dataset(path, engine="netcdf4")
+
+
+def strict_json(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by ``None``.
+
+    JSON has no NaN: Python writes a bare ``NaN`` that strict readers (jq,
+    JavaScript's ``JSON.parse``) reject.  Summaries go through this before
+    ``json.dump(..., allow_nan=False)``, so an undefined value reads as ``null``.
+
+    Parameters
+    ----------
+    value : object
+        Nested dicts, lists, tuples, numbers, numpy scalars and strings.
+
+    Returns
+    -------
+    object
+        The same structure, numpy scalars as Python numbers.
+
+    Examples
+    --------
+    >>> strict_json({"ci": [float("nan"), 1.5], "n": np.int64(3)})
+    {'ci': [None, 1.5], 'n': 3}
+    """
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
