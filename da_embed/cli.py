@@ -247,7 +247,7 @@ def _expert_args(args, methods):
 
 def _train_cli_experts(args, model, tokenizer, placement, texts, protocol):
     """Train (progress bars) and save the experts of --expert-corpus."""
-    from .assimilator import max_positions
+    from .protocol import max_positions
     from .transformer2 import train_experts
 
     ids = {n: _encode(tokenizer, t, f"--expert-corpus {n!r}", protocol.chunk)
@@ -268,7 +268,7 @@ def _train_cli_experts(args, model, tokenizer, placement, texts, protocol):
 def _compare(args) -> int:
     import torch
 
-    from .assimilator import PrequentialConfig
+    from .protocol import PrequentialConfig
     from .compare import compare, make_placement
     from .corpora import wikitext_path
     from .methods import parse_methods

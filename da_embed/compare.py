@@ -26,7 +26,6 @@ import csv
 import json
 import math
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -35,158 +34,22 @@ import numpy as np
 import xarray as xr
 
 from ._version import __version__
-from .trajectory import strict_json
-from .assimilator import OnlineAssimilator, PrequentialConfig
+from .assimilator import OnlineAssimilator
+from .lm.models import load_model
+from .memory import PeakRSS
 from .methods import EXPERT_METHODS, WINDOWED_METHODS, make_method, parse_methods, split_method
 from .metrics import PairedChange, paired_change, perplexity
-from .placements import (EmbeddingScale, HiddenScale, Placement, RotaryScale,
-                         SingularValueScale)
+from .placements import Placement
+from .placements.registry import PLACEMENTS, make_placement
+from .protocol import PrequentialConfig
 from .subspaces import make_subspace, parse_subspace
+from .trajectory import strict_json
 
 __all__ = ["compare", "Comparison", "make_placement", "tune_dyneval_lr", "load_model",
            "PLACEMENTS", "DYNEVAL_LR_GRID"]
 
-#: Placement names of ``--placement`` (``svf`` and ``rotary`` take ``:options``).
-PLACEMENTS = ("hidden", "embedding", "svf", "rotary")
 #: Learning rates tried by :func:`tune_dyneval_lr`.
 DYNEVAL_LR_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
-
-
-def make_placement(model, spec) -> Placement:
-    """A placement from a name: ``hidden``, ``embedding``, ``svf[:targets]``, ``rotary[:mode]``.
-
-    Parameters
-    ----------
-    model : transformers.PreTrainedModel
-        The frozen causal LM.
-    spec : str or Placement
-        A name of :data:`PLACEMENTS` with its options (``svf:mlp``,
-        ``rotary:base``), or a placement, returned as it is.
-
-    Returns
-    -------
-    Placement
-        Not attached yet.
-
-    Raises
-    ------
-    ValueError
-        For an unknown name.
-
-    Examples
-    --------
-    >>> from da_embed.testing import tiny_llama
-    >>> make_placement(tiny_llama(), "rotary:base").state_dim
-    1
-    """
-    if isinstance(spec, Placement):
-        return spec
-    name, _, opt = str(spec).strip().partition(":")
-    name = name.lower()
-    if name == "hidden" and not opt:
-        return HiddenScale(model)
-    if name == "embedding" and not opt:
-        return EmbeddingScale(model)
-    if name == "svf":
-        return SingularValueScale(model, targets=opt or "mlp")
-    if name == "rotary":
-        return RotaryScale(model, mode=opt or "frequency")
-    raise ValueError(f"placement must be one of hidden, embedding, svf[:targets], "
-                     f"rotary[:mode], got {spec!r}")
-
-
-def load_model(path):
-    """A local Hugging Face causal LM and its tokenizer, with clear errors.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        A folder written by ``save_pretrained`` (model and tokenizer).
-
-    Returns
-    -------
-    model, tokenizer
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    ValueError
-        If it holds no loadable causal LM or tokenizer.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from transformers.utils import logging as hf_logging
-    >>> from da_embed.reference import train_tokenizer
-    >>> from da_embed.testing import tiny_llama
-    >>> hf_logging.disable_progress_bar()
-    >>> tokenizer = train_tokenizer("hello world. " * 50, vocab_size=300)
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...     tiny_llama(vocab_size=len(tokenizer)).save_pretrained(folder)
-    ...     _ = tokenizer.save_pretrained(folder)
-    ...     model, tok = load_model(folder)
-    >>> type(model).__name__, model.training, len(tok) == len(tokenizer)
-    ('LlamaForCausalLM', False, True)
-    """
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"--model path does not exist: {p!r} (give a folder written by "
-                                "save_pretrained, holding a causal LM and its tokenizer)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a local model needs no loading bar
-    try:
-        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"could not load a causal LM and its tokenizer from {p!r}: "
-                         f"{first}") from None
-    model.eval()
-    return model, tokenizer
-
-
-class _PeakRSS:
-    """Peak RSS above the value at entry, in bytes (a 5 ms sampling thread)."""
-
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.peak_extra = 0
-
-    @staticmethod
-    def _rss() -> int | None:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def _loop(self):
-        while not self._stop.wait(self.interval):
-            r = self._rss()
-            if r is not None:
-                self._peak = max(self._peak, r)
-
-    def __enter__(self):
-        self._base = self._rss()
-        self._peak = self._base or 0
-        self._stop = threading.Event()
-        if self._base is not None:
-            self._thread = threading.Thread(target=self._loop, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self._base is None:
-            self.peak_extra = float("nan")
-            return
-        self._stop.set()
-        self._thread.join()
-        r = self._rss()
-        self._peak = max(self._peak, r or 0)
-        self.peak_extra = max(0, self._peak - self._base)
 
 
 def tune_dyneval_lr(placement: Placement, tune_ids, protocol: PrequentialConfig, *,
@@ -217,6 +80,7 @@ def tune_dyneval_lr(placement: Placement, tune_ids, protocol: PrequentialConfig,
 
     Examples
     --------
+    >>> from da_embed.placements import HiddenScale
     >>> from da_embed.testing import tiny_gpt2, random_input_ids
     >>> model = tiny_gpt2()
     >>> ids = random_input_ids(model, batch=1, length=40)[0].numpy()
@@ -505,7 +369,7 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
         path = (None if out is None
                 else os.path.join(os.fspath(out), label.replace(":", "-") + ".nc"))
         tic = time.perf_counter()
-        with _PeakRSS() as mem:
+        with PeakRSS() as mem:
             try:
                 runner.run(token_ids, out=path)
             finally:

@@ -52,7 +52,7 @@ from typing import Callable
 
 import numpy as np
 
-from .assimilator import PrequentialConfig
+from .protocol import PrequentialConfig
 from .compare import Comparison, compare
 from .metrics import perplexity
 

@@ -370,7 +370,7 @@ def make_verifier(verifier, model, *, judge_model=None):
             raise ValueError("verifier='judge' needs judge_model (a model folder, a causal LM, "
                              "or a (model, tokenizer) pair; --judge-model PATH)")
         if isinstance(judge_model, (str, os.PathLike)):
-            from .compare import load_model
+            from .lm.models import load_model
 
             jm, jt = load_model(judge_model)
             return LogProbVerifier(jm, jt, name=f"judge:{os.fspath(judge_model)}")
@@ -703,7 +703,7 @@ class GenerationResult:
 
 # ------------------------------------------------------------------- generate
 def _prepare_placement(model, placement, subspace, seed: int) -> Placement:
-    from .compare import make_placement
+    from .placements.registry import make_placement
     from .subspaces import parse_subspace
 
     pl = make_placement(model, placement)
@@ -849,11 +849,12 @@ def generate(model, tokenizer, prompt: str, *, filter: str = "etkf", placement="
     if max(prompt_ids) >= V:
         raise ValueError(f"the tokenizer gives ids up to {max(prompt_ids)} but the model's "
                          f"vocabulary has {V}: tokenizer and model do not match")
-    from .assimilator import AssimilationDiverged, max_positions
-    from .placements.base import _rotary_modules
+    from .assimilator import AssimilationDiverged
+    from .protocol import max_positions
+    from .placements.base import rotary_modules
 
     limit = max_positions(model)
-    if limit is not None and not _rotary_modules(model) and len(prompt_ids) + T_new > limit:
+    if limit is not None and not rotary_modules(model) and len(prompt_ids) + T_new > limit:
         raise ValueError(f"prompt ({len(prompt_ids)} tokens) + max_new_tokens ({T_new}) exceed "
                          f"the model's position limit of {limit}")
     pl = _prepare_placement(model, placement, subspace, seed)
@@ -1114,7 +1115,7 @@ def load_generator(model_path, progress: bool = True):
 
         model, tokenizer, info = load_reference(progress=progress)
         return model, tokenizer, f"reference ({info.get('path', 'cache')})"
-    from .compare import load_model
+    from .lm.models import load_model
 
     model, tokenizer = load_model(model_path)
     return model, tokenizer, os.fspath(model_path)

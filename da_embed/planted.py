@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .assimilator import PrequentialConfig
+from .protocol import PrequentialConfig
 from .lm.kv_cache import forward_with_cache, output_cache
 from .placements import Placement
 

@@ -165,7 +165,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._version import __version__
-from .assimilator import PrequentialConfig, max_positions
+from .protocol import PrequentialConfig, max_positions
 from .dynamics import (DEFAULT_HIDDEN, DEFAULT_RANK, LearnedDynamics, LowRankAdapter,
                        TransitionNetwork, count_parameters)
 from .observations import TokenNLLObservation, _hidden_parts
@@ -1920,7 +1920,8 @@ def run_cli(args) -> int:
     The configuration is checked before the model is loaded; Ctrl-C writes a
     checkpoint of the last completed step and returns 130.
     """
-    from .compare import load_model, make_placement
+    from .lm.models import load_model
+    from .placements.registry import make_placement
     from .corpora import read_text, wikitext_path
     from .reference import encode_text
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .assimilator import PrequentialConfig
+from .protocol import PrequentialConfig
 from .observations import TokenNLLObservation
 from .placements import Placement, Subspace
 

@@ -299,7 +299,7 @@ def cosine_coherence(prompts, continuations, encoder) -> np.ndarray:
 
 
 def _position_limit(model) -> int | None:
-    from .assimilator import max_positions
+    from .protocol import max_positions
 
     return max_positions(model)
 
@@ -608,9 +608,9 @@ class PeakMemory:
         self.extra_bytes = float("nan")
 
     def __enter__(self) -> "PeakMemory":
-        from .compare import _PeakRSS
+        from .memory import PeakRSS
 
-        self._rss = _PeakRSS(self.interval).__enter__()
+        self._rss = PeakRSS(self.interval).__enter__()
         return self
 
     def __exit__(self, *exc) -> None:

@@ -428,8 +428,8 @@ def train_experts(model, corpora: dict, *, placement="svf", steps: int = 100, lr
     """
     from tqdm.auto import tqdm
 
-    from .assimilator import max_positions
-    from .compare import make_placement
+    from .protocol import max_positions
+    from .placements.registry import make_placement
 
     steps = _check_int(steps, "steps", 1)
     batch = _check_int(batch, "batch", 1)
@@ -778,7 +778,7 @@ class TwoPass(_PointFilter):
             raise ValueError(f"{self.name} reads the context from the observation operator: "
                              f"it needs a TokenNLLObservation, got {type(obs).__name__}")
         tokens = np.asarray(tokens, dtype=np.int64).reshape(-1)
-        from .assimilator import max_positions
+        from .protocol import max_positions
 
         m = tokens.size
         if self.context_tokens is not None:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Placement"]
+__all__ = ["Placement", "rotary_modules"]
 
 # model -> the placement attached to it (at most one; see Placement.attach).
 _ATTACHED: "weakref.WeakKeyDictionary[nn.Module, Placement]" = weakref.WeakKeyDictionary()
@@ -67,8 +67,25 @@ def _check_model(model, who: str) -> nn.Module:
     return model
 
 
-def _rotary_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules carrying a rotary ``inv_freq`` buffer (Llama: ``model.rotary_emb``)."""
+def rotary_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules carrying a rotary ``inv_freq`` buffer (Llama: ``model.rotary_emb``).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    list of (str, torch.nn.Module)
+        Their qualified names and the modules; empty for a model without
+        rotary embeddings (whose positions are then bounded by a table).
+
+    Examples
+    --------
+    >>> from da_embed.testing import tiny_gpt2, tiny_llama
+    >>> len(rotary_modules(tiny_llama())) > 0, rotary_modules(tiny_gpt2())
+    (True, [])
+    """
     return [(name, mod) for name, mod in model.named_modules()
             if isinstance(getattr(mod, "inv_freq", None), torch.Tensor)]
 
@@ -348,7 +365,7 @@ class Placement:
             raise ValueError(f"input_ids must lie in [0, {vocab}) (the vocabulary of "
                              f"{_model_name(self.model)}), got values in [{lo}, {hi}]")
         limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
-        if limit is not None and t.shape[1] > limit and not _rotary_modules(self.model):
+        if limit is not None and t.shape[1] > limit and not rotary_modules(self.model):
             raise ValueError(f"input_ids has {t.shape[1]} tokens but {_model_name(self.model)} "
                              f"has learned positions for at most {limit}")
         return t.to(device=self.device, dtype=torch.long)  # (B, T)

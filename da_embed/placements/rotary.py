@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Placement, _rotary_modules
+from .base import Placement, rotary_modules
 
 __all__ = ["RotaryScale", "givens_matrix"]
 
@@ -158,7 +158,7 @@ class RotaryScale(Placement):
 
     def __init__(self, model, mode: str = "frequency") -> None:
         super().__init__(model)
-        rotary = _rotary_modules(self.model)
+        rotary = rotary_modules(self.model)
         if not rotary:
             raise ValueError(f"RotaryScale needs a model with rotary position embeddings; "
                              f"{type(self.model).__name__} has none")
