@@ -61,8 +61,12 @@ class _EnsembleFilter(Filter):
             out = EnsembleState(mu + random_rotation(Eo.shape[0], rng) @ (Eo - mu))
         return out
 
-    def _update(self, E, HE, y, R, rng, **kw):  # pragma: no cover - abstract
-        raise NotImplementedError
+    #: The analysis ``(E, HE, y, R) -> Ea`` of a deterministic filter (ETKF, DEnKF); the
+    #: others override :meth:`_update`, which also sees the random generator and the mask.
+    _analysis = None
+
+    def _update(self, E, HE, y, R, rng, **kw):
+        return self._analysis(E, HE, y, R)
 
 
 class EnKF(_EnsembleFilter):
@@ -115,9 +119,7 @@ class ETKF(_EnsembleFilter):
     """
 
     name = "ETKF"
-
-    def _update(self, E, HE, y, R, rng, **kw):
-        return etkf_analysis(E, HE, y, R)
+    _analysis = staticmethod(etkf_analysis)
 
 
 class DEnKF(_EnsembleFilter):
@@ -140,9 +142,7 @@ class DEnKF(_EnsembleFilter):
     """
 
     name = "DEnKF"
-
-    def _update(self, E, HE, y, R, rng, **kw):
-        return denkf_analysis(E, HE, y, R)
+    _analysis = staticmethod(denkf_analysis)
 
 
 class EnSRF(_EnsembleFilter):

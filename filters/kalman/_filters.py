@@ -104,7 +104,7 @@ class KalmanFilter(Filter):
         if not obs.linear:
             raise ValueError("obs must be a linear observation operator for the Kalman filter "
                              "(use EKF or UKF for nonlinear ones)")
-        return _gaussian_analysis(self, state, y, obs, R, rng)
+        return _linearised_analysis(self, state, y, obs, R, rng, _gaussian_update)
 
     def smooth(self, prior: GaussianState, model, obs, R, observations, *, Q=None, dt=1.0,
                nsteps=1, t0=0.0) -> SmootherResult:
@@ -190,26 +190,29 @@ class _LinearisedFilter(Filter):
         return F
 
 
-def _linearised_observations(state, y, obs, R):
-    """``(H, d, R)`` of the present observations, linearised at the state's mean, or None
-    when every observation is missing."""
+def _linearised_analysis(flt: Filter, state, y, obs, R, rng, update):
+    """The analysis of the present observations, linearised at the state's mean.
+
+    ``update(state, d, H, R)`` is the analysis of the innovation ``d`` with the
+    observation Jacobian ``H``; the filter's inflation follows.  With every
+    observation missing the state is returned unchanged.
+    """
     mask, y_obs, R_obs = observed_subset(y, R)
     if y_obs.size == 0:
-        return None
+        return state
     H = obs.jacobian(state.mean)
     d = y - obs(state.mean)
     if mask is not None:
         H, d = H[mask], d[mask]
-    return H, d, R_obs
+    return flt._post_analysis(state, update(state, d, H, R_obs), rng)
 
 
-def _gaussian_analysis(flt: Filter, state, y, obs, R, rng):
-    linearised = _linearised_observations(state, y, obs, R)
-    if linearised is None:
-        return state
-    H, d, R_obs = linearised
-    m, P = kalman_analysis(state.mean, state.cov, d, H, R_obs)
-    return flt._post_analysis(state, GaussianState(m, P), rng)
+def _gaussian_update(state, d, H, R):
+    return GaussianState(*kalman_analysis(state.mean, state.cov, d, H, R))
+
+
+def _diagonal_update(state, d, H, R):
+    return DiagonalGaussianState(*diagonal_kalman_analysis(state.mean, state.variances, d, H, R))
 
 
 class EKF(_LinearisedFilter):
@@ -269,7 +272,7 @@ class EKF(_LinearisedFilter):
         return GaussianState(m, P)
 
     def analysis(self, state, y, obs, R, rng):
-        return _gaussian_analysis(self, state, y, obs, R, rng)
+        return _linearised_analysis(self, state, y, obs, R, rng, _gaussian_update)
 
 
 
@@ -393,12 +396,7 @@ class DiagonalEKF(_LinearisedFilter):
 
     def analysis(self, state, y, obs, R, rng):
         """Diagonal-prior Kalman analysis with the observation Jacobian at the mean."""
-        linearised = _linearised_observations(state, y, obs, R)
-        if linearised is None:
-            return state
-        H, d, R_obs = linearised
-        m, v = diagonal_kalman_analysis(state.mean, state.variances, d, H, R_obs)
-        return self._post_analysis(state, DiagonalGaussianState(m, v), rng)
+        return _linearised_analysis(self, state, y, obs, R, rng, _diagonal_update)
 
     def _post_analysis(self, forecast, analysis, rng):
         for inf in self._inflations:
