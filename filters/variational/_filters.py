@@ -54,6 +54,7 @@ def resolve_background_covariance(B, xB: float, n: int, *, model=None, dt=None, 
     Returns
     -------
     Covariance
+        ``xB`` times the chosen covariance (named ``"B"`` in messages).
 
     Raises
     ------
