@@ -111,8 +111,8 @@ class TorchLorenz63(Lorenz63, TorchModel):
 
     Parameters
     ----------
-    sigma, rho, beta : float
-        The classical parameters (10, 28, 8/3 give the chaotic attractor).
+    sigma, rho, beta
+        As in :class:`~filters.models.Lorenz63`.
 
     Examples
     --------
