@@ -267,18 +267,7 @@ def cycle_dataset(filter, setting, sim, seed: int, log: CycleLog, K: int, truth,
     if log.cov is not None:
         v["analysis_cov"] = var(("time", "state", "state_"), log.cov[:K], "analysis covariance",
                                 "model units squared")
-    coords = {
-        "time": ("time", times, {"long_name": "model time of the analysis", "units": "model time units",
-                                 "axis": "T"}),
-        "state": ("state", np.arange(n), {"long_name": "state component index", "units": "1"}),
-        "obs": ("obs", np.arange(m), {"long_name": "observation index", "units": "1"}),
-    }
-    if log.cov is not None:
-        coords["state_"] = ("state_", np.arange(n), {"long_name": "state component index (second)",
-                                                     "units": "1"})
-    if log.ens is not None:
-        coords["member"] = ("member", np.arange(log.ens.shape[1]),
-                            {"long_name": "ensemble member", "units": "1"})
+    coords = _coords(times, n, m, log)
     attrs = {
         "Conventions": "CF-1.8",
         "title": f"{filter.name} on {setting.name}",
@@ -299,6 +288,23 @@ def cycle_dataset(filter, setting, sim, seed: int, log: CycleLog, K: int, truth,
     ds = xr.Dataset(v, coords=coords, attrs=attrs)
     ds.attrs.update(summarize(ds))
     return ds
+
+
+def _coords(times: np.ndarray, n: int, m: int, log: CycleLog) -> dict:
+    """The CF coordinates of :func:`cycle_dataset` (``state_``, ``member`` when stored)."""
+    coords = {
+        "time": ("time", times, {"long_name": "model time of the analysis", "units": "model time units",
+                                 "axis": "T"}),
+        "state": ("state", np.arange(n), {"long_name": "state component index", "units": "1"}),
+        "obs": ("obs", np.arange(m), {"long_name": "observation index", "units": "1"}),
+    }
+    if log.cov is not None:
+        coords["state_"] = ("state_", np.arange(n), {"long_name": "state component index (second)",
+                                                     "units": "1"})
+    if log.ens is not None:
+        coords["member"] = ("member", np.arange(log.ens.shape[1]),
+                            {"long_name": "ensemble member", "units": "1"})
+    return coords
 
 
 def summarize(ds: xr.Dataset, burn_in: float | None = None) -> dict:
