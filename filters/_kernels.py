@@ -285,6 +285,9 @@ def _lorenz_jacobian(kind, x, p, J):  # J (n, n), overwritten
             J[i, im1] += x[(i + 1) % n] - x[(i - 2) % n]
 
 
+# The RK4 work arrays and loop of _lorenz_rk4_tlm repeat those of _l96_rk4 on purpose: each
+# kernel is one flat, compiled loop (Numba inlines no shared Python helper as cheaply), and each
+# has its numpy twin that the tests hold it to (tests/test_kernels.py).
 @njit(cache=True)
 def _lorenz_rk4_tlm(kind, x, p, dt, nsteps):
     """x (n,) -> (x after nsteps RK4 steps, M (n, n) = J_nsteps ... J_1)."""

@@ -177,7 +177,7 @@ def sakov2012(n_obs: int = 1000) -> Setting:
     Returns
     -------
     Setting
-        The setting, with DAPPER's published RMSEs in ``reference``.
+        Lorenz-63 with DAPPER's published RMSEs of its filters in ``reference``.
 
     Examples
     --------
@@ -210,7 +210,7 @@ def sakov2008(n_obs: int = 1000, n: int = 40) -> Setting:
     Returns
     -------
     Setting
-        The setting, with DAPPER's published RMSEs in ``reference``.
+        Lorenz-96 with DAPPER's published RMSEs of its filters in ``reference``.
 
     Examples
     --------

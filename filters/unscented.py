@@ -99,10 +99,8 @@ def julier_sigma_points(mean, cov, kappa: float = 0.0) -> SigmaPoints:
 
     Parameters
     ----------
-    mean : ndarray (n,)
-        Mean of the distribution.
-    cov : ndarray (n, n)
-        Its covariance.
+    mean, cov : ndarray (n,), ndarray (n, n)
+        The distribution, as in :func:`merwe_sigma_points`.
     kappa : float, default 0.0
         Weight parameter (``n + kappa = 3`` matches the Gaussian's fourth moment).
 

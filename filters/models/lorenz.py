@@ -8,7 +8,7 @@ from .. import _kernels
 from .._validation import check_positive
 from .base import RK4Model
 
-__all__ = ["Lorenz63", "Lorenz96"]
+__all__ = ["Lorenz63", "Lorenz96", "lorenz96_tendency"]
 
 
 class Lorenz63(RK4Model):
@@ -64,6 +64,41 @@ class Lorenz63(RK4Model):
                 "beta": self.beta}
 
 
+def _roll(x, shift):
+    return np.roll(x, shift, axis=-1)
+
+
+def lorenz96_tendency(x, forcing: float, roll=_roll):
+    """The Lorenz-96 tendency ``(x_{i+1} - x_{i-2}) x_{i-1} - x_i + F`` on the last axis.
+
+    One definition for the numpy model and its torch twin
+    (:class:`~filters.models.torch_models.TorchLorenz96`): both pass their
+    array type's periodic shift, so both do the same arithmetic in the same
+    order.
+
+    Parameters
+    ----------
+    x : array_like of shape (..., n)
+        States (numpy arrays, or whatever ``roll`` shifts).
+    forcing : float
+        The constant forcing F.
+    roll : callable, optional
+        ``roll(x, shift)``, the periodic shift of the last axis (default:
+        :func:`numpy.roll`).
+
+    Returns
+    -------
+    array of shape (..., n)
+        ``dx/dt``.
+
+    Examples
+    --------
+    >>> lorenz96_tendency(np.arange(4.0), 8.0).tolist()
+    [5.0, 7.0, 9.0, 3.0]
+    """
+    return (roll(x, -1) - roll(x, 2)) * roll(x, 1) - x + forcing
+
+
 class Lorenz96(RK4Model):
     """The Lorenz (1996) model on a periodic ring of ``n`` sites.
 
@@ -91,8 +126,7 @@ class Lorenz96(RK4Model):
         self.forcing = float(forcing)
 
     def tendency(self, x):
-        return ((np.roll(x, -1, axis=-1) - np.roll(x, 2, axis=-1)) * np.roll(x, 1, axis=-1)
-                - x + self.forcing)
+        return lorenz96_tendency(x, self.forcing)
 
     def tendency_jacobian(self, x):
         n = self.ndim

@@ -29,7 +29,7 @@ import torch
 
 from .base import Model
 from .linear import LinearGaussian
-from .lorenz import Lorenz63, Lorenz96
+from .lorenz import Lorenz63, Lorenz96, lorenz96_tendency
 from .observations import (CallableObservation, Identity, LinearObservation,
                            ObservationOperator, Subset)
 
@@ -111,8 +111,8 @@ class TorchLorenz63(Lorenz63, TorchModel):
 
     Parameters
     ----------
-    sigma, rho, beta : float
-        The classical parameters (10, 28, 8/3 give the chaotic attractor).
+    sigma, rho, beta
+        As in :class:`~filters.models.Lorenz63`.
 
     Examples
     --------
@@ -134,15 +134,17 @@ class TorchLorenz63(Lorenz63, TorchModel):
     integrate = Lorenz63.integrate
 
 
+def _torch_roll(x: torch.Tensor, shift: int) -> torch.Tensor:
+    return torch.roll(x, shift, dims=-1)
+
+
 class TorchLorenz96(Lorenz96, TorchModel):
     """:class:`~filters.models.Lorenz96` with a torch step (same parameters).
 
     Parameters
     ----------
-    n : int
-        Number of sites (any n >= 4).
-    forcing : float
-        The constant forcing F (8 gives chaos).
+    n, forcing
+        As in :class:`~filters.models.Lorenz96`.
 
     Examples
     --------
@@ -154,8 +156,7 @@ class TorchLorenz96(Lorenz96, TorchModel):
 
     def torch_tendency(self, x: torch.Tensor) -> torch.Tensor:
         """``(x_{i+1} - x_{i-2}) x_{i-1} - x_i + F`` for ``x`` of shape (..., n)."""
-        return ((torch.roll(x, -1, dims=-1) - torch.roll(x, 2, dims=-1)) * torch.roll(x, 1, dims=-1)
-                - x + self.forcing)
+        return lorenz96_tendency(x, self.forcing, _torch_roll)
 
     def torch_step(self, x, t, dt):
         return rk4_step(self.torch_tendency, x, dt)

@@ -42,10 +42,12 @@ Examples
 '3D-Var'
 """
 
-from ._core import (NonFiniteCostError, VariationalConvergenceWarning, VarWindow, WindowResult,
-                    climatology, gauss_newton_solve, ml_diagonal_Q)
-from ._filters import (QEstimate, StrongConstraint4DVar, Var3D, WeakConstraint4DVar, estimate_Q,
-                       resolve_background_covariance)
+from ._background import resolve_background_covariance
+from ._core import NonFiniteCostError, VariationalConvergenceWarning, VarWindow, WindowResult
+from ._fourdvar import QEstimate, StrongConstraint4DVar, WeakConstraint4DVar, estimate_Q
+from ._gauss_newton import gauss_newton_solve
+from ._statistics import climatology, ml_diagonal_Q
+from ._var3d import Var3D
 
 __all__ = [
     "Var3D", "StrongConstraint4DVar", "WeakConstraint4DVar",

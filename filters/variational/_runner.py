@@ -10,8 +10,10 @@ from __future__ import annotations
 import time as _time
 
 import numpy as np
-import xarray as xr
 
+from ..covariance import Covariance
+from ..cycling import CycleLog, DivergenceError, cf_variable, cycle_dataset, diverged
+from ..states import GaussianState
 from ._core import NonFiniteCostError, warn_not_converged
 
 __all__: list[str] = []
@@ -20,9 +22,6 @@ __all__: list[str] = []
 def assimilate_windows(filter, setting, sim, ys, truth, *, seed, store_cov, divergence_threshold,
                        progress):
     """Run a windowed filter (see :func:`filters.assimilate`)."""
-    from ..assimilate import DivergenceError, _Log, _to_dataset
-    from ..states import GaussianState
-
     T, n, m = ys.shape[0], setting.model.ndim, setting.obs.nobs
     model, obs, R = setting.model, setting.obs, setting.R
     dt, nsteps, dt_obs = setting.dt, setting.steps_per_obs, setting.dt_obs
@@ -30,11 +29,7 @@ def assimilate_windows(filter, setting, sim, ys, truth, *, seed, store_cov, dive
     filter.setup(model, obs, setting.prior, dt, setting.Q)
     weak = filter.window_Q_ is not None
     W = len(sched)
-    log = _Log(
-        mf=np.full((T, n), np.nan), ma=np.full((T, n), np.nan), sf=np.full((T, n), np.nan),
-        sa=np.full((T, n), np.nan), innov=np.full((T, m), np.nan), used=np.zeros(T, np.int32),
-        wall=np.full(T, np.nan), rank=None, crps=None, ens=None,
-        cov=np.full((T, n, n), np.nan) if store_cov else None)
+    log = CycleLog.allocate(T, n, m, cov=store_cov)
     wl = {"start": np.full(W, np.nan), "end": np.full(W, np.nan),
           "cost_start": np.full(W, np.nan), "cost_end": np.full(W, np.nan),
           "iterations": np.zeros(W, np.int32), "nfev": np.zeros(W, np.int32),
@@ -49,8 +44,8 @@ def assimilate_windows(filter, setting, sim, ys, truth, *, seed, store_cov, dive
     done_w, done_c = 0, 0
 
     def dataset(K, Wdone):
-        return _to_dataset(filter, setting, sim, seed, log, K, truth, False,
-                           **_window_extras(filter, wl, Wdone, me, mev, K, n, q_sum, q_count, dt))
+        return cycle_dataset(filter, setting, sim, seed, log, K, truth,
+                             **_window_extras(filter, wl, Wdone, me, mev, K, n, q_sum, q_count, dt))
 
     for j, (s, a, b) in enumerate(sched):
         K = (b - s) * nsteps
@@ -66,7 +61,7 @@ def assimilate_windows(filter, setting, sim, ys, truth, *, seed, store_cov, dive
                 f"{times[b - 1]:g}): {exc}") from exc
         toc = _time.perf_counter()
         mean_a = res.trajectory[steps]  # (b - a, n)
-        if not (np.all(np.isfinite(mean_a)) and np.abs(mean_a).max() < divergence_threshold):
+        if diverged(mean_a, divergence_threshold):
             ds = dataset(a, j)
             raise DivergenceError(
                 f"{filter.name} diverged in window {j} (t = {t0:g} to {times[b - 1]:g}): the "
@@ -113,10 +108,7 @@ def assimilate_windows(filter, setting, sim, ys, truth, *, seed, store_cov, dive
 
 def _window_extras(filter, wl, Wd, me, mev, K, n, q_sum, q_count, dt):
     """Per-window variables (dim ``window``) and the weak-constraint ones, CF-style."""
-
-    def var(dims, data, long_name, units="1", **extra):
-        return xr.Variable(dims, data, {"long_name": long_name, "units": units, **extra})
-
+    var = cf_variable
     u, w = "model units", ("window",)
     v = {
         "window_start": var(w, wl["start"][:Wd], "model time of the initial state of the window",
@@ -145,8 +137,6 @@ def _window_extras(filter, wl, Wd, me, mev, K, n, q_sum, q_count, dt):
                                         "model units squared")
         if q_count:
             q = q_sum / (q_count * dt)
-            from ..covariance import Covariance
-
             filter.Q_ml_ = Covariance.diagonal(np.maximum(q, 1e-300), "Q_ml")
             v["Q_ml"] = var(("state",), q, "maximum-likelihood (EM) diagonal model-error "
                             "covariance per unit time", "model units squared per time unit")

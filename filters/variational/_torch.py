@@ -13,8 +13,8 @@ import scipy.optimize as sopt
 import torch
 
 from ..models.torch_models import as_torch_model, as_torch_observation
-from ._core import (NonFiniteCostError, VarWindow, WindowResult, _check_finite, _model_errors,
-                    per_time_operators)
+from ._core import NonFiniteCostError, VarWindow, WindowResult, _check_finite, _model_errors
+from ._gauss_newton import per_time_operators
 
 __all__ = ["WindowCost", "var3d_cost", "strong_constraint_cost", "weak_constraint_cost",
            "lbfgs_solve"]
@@ -77,7 +77,7 @@ class WindowCost:
         Converted with :func:`~filters.models.as_torch_observation` (a plain
         callable is taken as the torch function itself).  A sequence (list or
         tuple) holds one operator per observation time of the window
-        (:func:`~filters.variational._core.per_time_operators`); its operators
+        (:func:`~filters.variational._gauss_newton.per_time_operators`); its operators
         without a torch version are used through their numpy value and exact
         ``jacobian`` (a custom autograd function: the vector-Jacobian product
         ``J^T g``), so the gradient stays exact.
@@ -289,7 +289,7 @@ def lbfgs_solve(window: VarWindow, model, obs, *, maxiter: int = 200, gtol: floa
     Returns
     -------
     WindowResult
-        Without covariances (see :func:`filters.variational._core.with_covariance`).
+        Without covariances (see :func:`filters.variational._gauss_newton.with_covariance`).
 
     Raises
     ------

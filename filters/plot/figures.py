@@ -1,9 +1,9 @@
 """Matplotlib figures of a run (a Dataset from :func:`filters.assimilate`).
 
 Every function takes the Dataset and an optional ``ax`` and returns the Axes,
-so figures compose.  Colours come from the Okabe-Ito palette (colour-blind
-safe), the same role always gets the same colour, and titles name the filter
-and its parameters.
+so figures compose.  Colours (:data:`~filters.plot.helpers.PALETTE`), titles
+and heatmaps come from :mod:`filters.plot.helpers`, which the figures of
+``da_embed.plot`` share.
 """
 
 from __future__ import annotations
@@ -13,67 +13,11 @@ import json
 import numpy as np
 import xarray as xr
 
-__all__ = ["PALETTE", "plot_component", "plot_rmse", "plot_covariance", "plot_spread_skill",
-           "plot_rank_histogram", "run_title"]
+from ..metrics import rank_histogram
+from .helpers import PALETTE, new_axes, run_title, signed_heatmap
 
-#: Okabe & Ito (2008) colour-blind-safe palette, by role.
-PALETTE = {
-    "truth": "#000000",
-    "analysis": "#0072B2",
-    "forecast": "#E69F00",
-    "observation": "#D55E00",
-    "spread": "#009E73",
-    "band": "#56B4E9",
-    "other": "#CC79A7",
-}
-
-
-def _axes(ax):
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
-    return ax
-
-
-def run_title(ds: xr.Dataset) -> str:
-    """``"ETKF(N=28, inflation=1.02, rotate=True) on sakov2008"`` from a run's attributes.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        A run; uses its ``filter``, ``filter_params`` and ``setting`` attributes.
-
-    Returns
-    -------
-    str
-        The filter with its non-default parameters, and the setting.
-
-    Examples
-    --------
-    >>> from filters import ETKF, assimilate
-    >>> from filters.settings import linear_gaussian
-    >>> run_title(assimilate(ETKF(N=10, inflation=1.02), linear_gaussian(n_obs=5), seed=0))
-    'ETKF(N=10, inflation=1.02) on linear_gaussian'
-    """
-    name = ds.attrs.get("filter", "filter")
-    try:
-        params = json.loads(ds.attrs.get("filter_params", "{}"))
-    except (TypeError, ValueError):
-        params = {}
-    shown = []
-    for k, v in params.items():
-        if v is None or v is False or isinstance(v, (dict, list)) and not v:
-            continue
-        if isinstance(v, dict):  # an inflation object
-            v = next((x for kk, x in v.items() if kk != "name"), v)
-        if isinstance(v, list):
-            v = "+".join(str(next((x for kk, x in i.items() if kk != "name"), i))
-                         if isinstance(i, dict) else str(i) for i in v)
-        shown.append(f"{k}={v}")
-    setting = ds.attrs.get("setting", "")
-    return f"{name}({', '.join(shown)})" + (f" on {setting}" if setting else "")
-
+__all__ = ["plot_component", "plot_rmse", "plot_covariance", "plot_spread_skill",
+           "plot_rank_histogram"]
 
 def _observed_component(ds: xr.Dataset, component: int):
     """Index of the observation of ``component`` if it is observed directly."""
@@ -119,7 +63,7 @@ def plot_component(ds: xr.Dataset, component: int = 0, ax=None, *, sigmas: float
     n = ds.sizes["state"]
     if not (0 <= component < n):
         raise ValueError(f"component must be in [0, {n - 1}], got {component}")
-    ax = _axes(ax)
+    ax = new_axes(ax)
     t = ds["time"].values
     m = ds["analysis_mean"].values[:, component]
     s = ds["analysis_spread"].values[:, component]
@@ -166,7 +110,7 @@ def plot_rmse(ds: xr.Dataset, ax=None, *, kind: str = "analysis"):
         raise ValueError(f"kind must be 'analysis' or 'forecast', got {kind!r}")
     if f"rmse_{kind}" not in ds:
         raise ValueError("the run has no truth, so no RMSE to plot")
-    ax = _axes(ax)
+    ax = new_axes(ax)
     t = ds["time"].values
     ax.plot(t, ds[f"rmse_{kind}"].values, color=PALETTE[kind], lw=1.0, label=f"{kind} RMSE")
     ax.plot(t, ds[f"rmv_{kind}"].values, color=PALETTE["spread"], lw=1.0, label=f"{kind} spread")
@@ -222,19 +166,14 @@ def plot_covariance(ds: xr.Dataset, time: int = -1, ax=None, *, correlation: boo
     else:
         raise ValueError("the run stored neither analysis_cov nor analysis_ensemble; "
                          "run assimilate(..., store_cov=True) or store_ensemble=True")
-    ax = _axes(ax)
+    ax = new_axes(ax)
     if correlation:
         s = np.sqrt(np.maximum(np.diag(C), 1e-300))
         C = C / np.outer(s, s)
         vmax, label = 1.0, "correlation"
     else:
         vmax, label = float(np.abs(C).max()) or 1.0, "covariance (model units²)"
-    im = ax.imshow(C, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-    ax.figure.colorbar(im, ax=ax, label=label)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    signed_heatmap(ax, C, vmax, label)
     tval = float(ds["time"].values[time])
     ax.set_xlabel("state component")
     ax.set_ylabel("state component")
@@ -269,7 +208,7 @@ def plot_spread_skill(ds: xr.Dataset, ax=None, *, kind: str = "analysis"):
     """
     if f"rmse_{kind}" not in ds:
         raise ValueError("the run has no truth, so no spread-skill plot")
-    ax = _axes(ax)
+    ax = new_axes(ax)
     keep = ds["time"].values > ds.attrs.get("burn_in", 0.0)
     e = ds[f"rmse_{kind}"].values[keep]
     s = ds[f"rmv_{kind}"].values[keep]
@@ -305,8 +244,6 @@ def plot_rank_histogram(ds: xr.Dataset, ax=None):
     >>> len(ax.patches), round(float(sum(bar.get_height() for bar in ax.patches)), 6)  # N + 1 bars
     (11, 1.0)
     """
-    from .metrics import rank_histogram
-
     if "truth_rank" not in ds:
         raise ValueError("the run has no truth_rank (it needs an ensemble filter and a truth)")
     params = json.loads(ds.attrs.get("filter_params", "{}"))
@@ -316,7 +253,7 @@ def plot_rank_histogram(ds: xr.Dataset, ax=None):
     if N is None:
         N = int(ranks.max()) if ranks.size else 1
     counts = rank_histogram(ranks, N)
-    ax = _axes(ax)
+    ax = new_axes(ax)
     freq = counts / max(counts.sum(), 1)
     ax.bar(np.arange(N + 1), freq, color=PALETTE["analysis"], width=0.9, label="truth rank")
     ax.axhline(1.0 / (N + 1), color=PALETTE["truth"], lw=0.8, ls="--", label="flat (calibrated)")

@@ -1,9 +1,10 @@
-"""The Kalman filter, its RTS smoother, and the extended Kalman filter.
+"""The Kalman filter, its RTS smoother, the extended and the diagonal Kalman filters.
+
+The classes hold the cycling; each step is a function of ``._equations``.
 
 References
 ----------
-Kalman (1960); Rauch, Tung & Striebel (1965); Jazwinski (1970) for the EKF;
-Bucy & Joseph (1968) for the Joseph-form covariance update.
+Kalman (1960); Rauch, Tung & Striebel (1965); Jazwinski (1970) for the EKF.
 """
 
 from __future__ import annotations
@@ -13,91 +14,16 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg as sla
 
-from ._validation import check_positive
-from .base import Filter, observed_subset, symmetrize
-from .covariance import Covariance
-from .models.base import finite_difference_jacobian
-from .states import DiagonalGaussianState, GaussianState
+from .._validation import check_positive
+from ..base import Filter, observed_subset, symmetrize
+from ..covariance import as_covariance
+from ..inflation import RTPS, AdditiveInflation, MultiplicativeInflation
+from ..models.base import finite_difference_jacobian
+from ..states import DiagonalGaussianState, GaussianState
+from ._equations import (diagonal_kalman_analysis, diagonal_kalman_predict, kalman_analysis,
+                         kalman_predict, rts_smoother)
 
-__all__ = ["KalmanFilter", "EKF", "DiagonalEKF", "kalman_analysis", "kalman_predict",
-           "diagonal_kalman_analysis", "diagonal_kalman_predict", "rts_smoother",
-           "SmootherResult"]
-
-
-# ----------------------------------------------------------------------------
-# Equations (pure functions)
-# ----------------------------------------------------------------------------
-def kalman_predict(mean: np.ndarray, cov: np.ndarray, F: np.ndarray, Q: np.ndarray | None,
-                   new_mean: np.ndarray | None = None):
-    """One prediction step: ``(F m, F P F^T + Q)``.
-
-    Parameters
-    ----------
-    mean : ndarray (n,)
-    cov : ndarray (n, n)
-    F : ndarray (n, n)
-        Transition matrix (or the model's Jacobian, for the EKF).
-    Q : ndarray (n, n) or None
-        Process-noise covariance of this step.
-    new_mean : ndarray (n,), optional
-        The propagated mean when the model is nonlinear (EKF); ``F m`` otherwise.
-
-    Returns
-    -------
-    mean, cov : ndarray (n,), ndarray (n, n)
-
-    Examples
-    --------
-    >>> F = np.array([[1.0, 1.0], [0.0, 1.0]])  # constant velocity
-    >>> m, P = kalman_predict(np.array([1.0, 0.0]), np.eye(2), F, 0.1 * np.eye(2))
-    >>> m.tolist(), P.round(6).tolist()
-    ([1.0, 0.0], [[2.1, 1.0], [1.0, 1.1]])
-    """
-    m = F @ mean if new_mean is None else new_mean
-    P = F @ cov @ F.T
-    if Q is not None:
-        P = P + Q
-    return m, symmetrize(P)
-
-
-def kalman_analysis(mean: np.ndarray, cov: np.ndarray, innovation: np.ndarray, H: np.ndarray,
-                    R: Covariance):
-    """Kalman analysis in Joseph form.
-
-    Parameters
-    ----------
-    mean : ndarray (n,)
-    cov : ndarray (n, n)
-    innovation : ndarray (m,)
-        ``y - h(mean)``.
-    H : ndarray (m, n)
-        Observation operator (or its Jacobian at the mean).
-    R : Covariance
-        Observation-error covariance (m, m).
-
-    Returns
-    -------
-    mean, cov : ndarray (n,), ndarray (n, n)
-        ``m + K d`` and ``(I - K H) P (I - K H)^T + K R K^T`` with
-        ``K = P H^T (H P H^T + R)^{-1}``.
-
-    Examples
-    --------
-    >>> from filters.covariance import as_covariance
-    >>> m, P = kalman_analysis(np.zeros(1), np.eye(1), np.array([1.0]), np.eye(1),
-    ...                        as_covariance(1.0, 1))
-    >>> m.round(12).tolist(), P.round(12).tolist()
-    ([0.5], [[0.5]])
-    """
-    PHt = cov @ H.T  # (n, m)
-    S = symmetrize(H @ PHt + R.dense)  # (m, m)
-    cho = sla.cho_factor(S, lower=True, check_finite=False)
-    K = sla.cho_solve(cho, PHt.T, check_finite=False).T  # (n, m)
-    new_mean = mean + K @ innovation
-    IKH = np.eye(cov.shape[0]) - K @ H
-    KR = K * R.diag if R.is_diagonal else K @ R.matrix
-    P = IKH @ cov @ IKH.T + KR @ K.T
-    return new_mean, symmetrize(P)
+__all__ = ["KalmanFilter", "EKF", "DiagonalEKF", "SmootherResult"]
 
 
 class SmootherResult(NamedTuple):
@@ -135,46 +61,6 @@ class SmootherResult(NamedTuple):
     initial_cov: np.ndarray
 
 
-def rts_smoother(filtered_mean, filtered_cov, predicted_mean, predicted_cov, transitions):
-    """Rauch-Tung-Striebel backward pass.
-
-    Parameters
-    ----------
-    filtered_mean, filtered_cov : (T, n), (T, n, n)
-        Analysis moments at times 1..T.
-    predicted_mean, predicted_cov : (T, n), (T, n, n)
-        Forecast moments at times 1..T.
-    transitions : (T - 1, n, n)
-        ``F_k`` with ``x_{k+1} = F_k x_k + noise`` between analysis times.
-
-    Returns
-    -------
-    mean, cov : (T, n), (T, n, n)
-        Smoothed moments.
-
-    Examples
-    --------
-    >>> # a scalar random walk, two analysis times
-    >>> ms, Ps = rts_smoother(np.array([[0.0], [1.0]]), np.array([[[1.0]], [[0.5]]]),
-    ...                       np.array([[0.0], [0.0]]), np.array([[[2.0]], [[2.0]]]),
-    ...                       np.array([[[1.0]]]))
-    >>> ms.ravel().tolist(), Ps.ravel().tolist()
-    ([0.5, 1.0], [0.625, 0.5])
-    """
-    T = filtered_mean.shape[0]
-    ms = filtered_mean.copy()
-    Ps = filtered_cov.copy()
-    for k in range(T - 2, -1, -1):
-        F = transitions[k]
-        G = sla.solve(predicted_cov[k + 1], F @ filtered_cov[k], assume_a="pos").T  # P F^T Pp^-1
-        ms[k] = filtered_mean[k] + G @ (ms[k + 1] - predicted_mean[k + 1])
-        Ps[k] = symmetrize(filtered_cov[k] + G @ (Ps[k + 1] - predicted_cov[k + 1]) @ G.T)
-    return ms, Ps
-
-
-# ----------------------------------------------------------------------------
-# Filters (classes hold the loop)
-# ----------------------------------------------------------------------------
 class KalmanFilter(Filter):
     """The exact Kalman filter for a linear model and a linear observation operator.
 
@@ -218,7 +104,7 @@ class KalmanFilter(Filter):
         if not obs.linear:
             raise ValueError("obs must be a linear observation operator for the Kalman filter "
                              "(use EKF or UKF for nonlinear ones)")
-        return _gaussian_analysis(self, state, y, obs, R, rng)
+        return _linearised_analysis(self, state, y, obs, R, rng, _gaussian_update)
 
     def smooth(self, prior: GaussianState, model, obs, R, observations, *, Q=None, dt=1.0,
                nsteps=1, t0=0.0) -> SmootherResult:
@@ -249,8 +135,6 @@ class KalmanFilter(Filter):
         -------
         SmootherResult
         """
-        from .covariance import as_covariance
-
         R = as_covariance(R, obs.nobs, "R")
         Q = None if Q is None else as_covariance(Q, model.ndim, "Q")
         ys = np.asarray(observations, dtype=float)
@@ -278,16 +162,60 @@ class KalmanFilter(Filter):
         return SmootherResult(out["ma"], covs["Pa"], out["mf"], covs["Pf"], ms, Ps, m0, P0)
 
 
-def _check_linearisation_options(flt) -> None:
-    """The options EKF and DiagonalEKF share: infl_rate, fd_eps, jacobian."""
-    check_positive(flt.infl_rate, "infl_rate")
-    check_positive(flt.fd_eps, "fd_eps")
-    if flt.jacobian is not None and not callable(flt.jacobian):
-        raise ValueError(f"jacobian must be callable (x, t, dt) -> (n, n), got "
-                         f"{type(flt.jacobian).__name__}")
+class _LinearisedFilter(Filter):
+    """What EKF and DiagonalEKF share: the options of the linearisation, and the step Jacobian."""
+
+    def __init__(self, *, jacobian=None, infl_rate: float = 1.0, fd_eps: float = 1e-6,
+                 inflation=None):
+        super().__init__(inflation=inflation)
+        self.jacobian = jacobian
+        self.infl_rate = infl_rate
+        self.fd_eps = fd_eps
+
+    def validate(self):
+        """Check hyperparameters; raises ValueError naming the bad one."""
+        super().validate()
+        check_positive(self.infl_rate, "infl_rate")
+        check_positive(self.fd_eps, "fd_eps")
+        if self.jacobian is not None and not callable(self.jacobian):
+            raise ValueError(f"jacobian must be callable (x, t, dt) -> (n, n), got "
+                             f"{type(self.jacobian).__name__}")
+
+    def _step_jacobian(self, model, m, t, dt):
+        """The Jacobian of one model step at ``m``: the user's, else the model's, else
+        central finite differences of the step."""
+        F = (self.jacobian or model.jacobian)(m, t, dt)
+        if F is None:
+            F = finite_difference_jacobian(lambda X: model.step(X, t, dt), m, self.fd_eps)
+        return F
 
 
-class EKF(Filter):
+def _linearised_analysis(flt: Filter, state, y, obs, R, rng, update):
+    """The analysis of the present observations, linearised at the state's mean.
+
+    ``update(state, d, H, R)`` is the analysis of the innovation ``d`` with the
+    observation Jacobian ``H``; the filter's inflation follows.  With every
+    observation missing the state is returned unchanged.
+    """
+    mask, y_obs, R_obs = observed_subset(y, R)
+    if y_obs.size == 0:
+        return state
+    H = obs.jacobian(state.mean)
+    d = y - obs(state.mean)
+    if mask is not None:
+        H, d = H[mask], d[mask]
+    return flt._post_analysis(state, update(state, d, H, R_obs), rng)
+
+
+def _gaussian_update(state, d, H, R):
+    return GaussianState(*kalman_analysis(state.mean, state.cov, d, H, R))
+
+
+def _diagonal_update(state, d, H, R):
+    return DiagonalGaussianState(*diagonal_kalman_analysis(state.mean, state.variances, d, H, R))
+
+
+class EKF(_LinearisedFilter):
     """The extended Kalman filter.
 
     Parameters
@@ -323,17 +251,6 @@ class EKF(Filter):
 
     name = "EKF"
 
-    def __init__(self, *, jacobian=None, infl_rate: float = 1.0, fd_eps: float = 1e-6,
-                 inflation=None):
-        super().__init__(inflation=inflation)
-        self.jacobian = jacobian
-        self.infl_rate = infl_rate
-        self.fd_eps = fd_eps
-
-    def validate(self):
-        super().validate()
-        _check_linearisation_options(self)
-
     def initialize(self, prior, rng):
         return GaussianState(prior.mean.copy(), prior.cov.copy())
 
@@ -349,130 +266,22 @@ class EKF(Filter):
         Qk = None if Q is None else Q.dense * dt
         for k in range(nsteps):
             tk = t + k * dt
-            F = (self.jacobian or model.jacobian)(m, tk, dt)
-            if F is None:
-                F = finite_difference_jacobian(lambda X: model.step(X, tk, dt), m, self.fd_eps)
+            F = self._step_jacobian(model, m, tk, dt)
             m, P = kalman_predict(m, grow * P if grow != 1.0 else P, F, Qk,
                                   new_mean=model.step(m, tk, dt))
         return GaussianState(m, P)
 
     def analysis(self, state, y, obs, R, rng):
-        return _gaussian_analysis(self, state, y, obs, R, rng)
+        return _linearised_analysis(self, state, y, obs, R, rng, _gaussian_update)
 
-
-def _gaussian_analysis(flt: Filter, state, y, obs, R, rng):
-    mask, y_obs, R_obs = observed_subset(y, R)
-    if y_obs.size == 0:
-        return state
-    H = obs.jacobian(state.mean)
-    d = y - obs(state.mean)
-    if mask is not None:
-        H, d = H[mask], d[mask]
-    m, P = kalman_analysis(state.mean, state.cov, d, H, R_obs)
-    return flt._post_analysis(state, GaussianState(m, P), rng)
 
 
 # ----------------------------------------------------------------------------
 # The diagonal-covariance EKF (large states)
 # ----------------------------------------------------------------------------
-#: Floor of a posterior variance, relative to its prior variance (guards round-off).
-_DIAG_VAR_FLOOR = 1e-12
-
-
-def diagonal_kalman_predict(variances: np.ndarray, F: np.ndarray, Q: np.ndarray | None = None):
-    """The diagonal of ``F diag(p) F^T + diag(q)``: the forecast variances.
-
-    Parameters
-    ----------
-    variances : ndarray (n,)
-        p, the diagonal of the current covariance (assumed diagonal).
-    F : ndarray (n,) or (n, n)
-        The model's Jacobian: its diagonal when the model acts component by
-        component (then the result is exact), or the full matrix.
-    Q : ndarray (n,), optional
-        q, the process-noise variances of this step.
-
-    Returns
-    -------
-    ndarray (n,)
-        ``F**2 * p + q`` for a diagonal ``F``, ``(F * F) @ p + q`` for a full
-        one: the exact diagonal of the full forecast covariance ``F P F^T + Q``
-        from a diagonal ``P`` (its off-diagonal part is dropped).
-
-    Examples
-    --------
-    >>> diagonal_kalman_predict(np.array([1.0, 2.0]), np.array([[1.0, 1.0], [0.0, 1.0]]),
-    ...                         np.array([0.1, 0.1])).tolist()
-    [3.1, 2.1]
-    """
-    p = np.asarray(variances, dtype=float)
-    F = np.asarray(F, dtype=float)
-    out = F * F * p if F.ndim == 1 else (F * F) @ p
-    return out if Q is None else out + Q
-
-
-def diagonal_kalman_analysis(mean: np.ndarray, variances: np.ndarray, innovation: np.ndarray,
-                             H: np.ndarray, R: Covariance):
-    """Kalman analysis from a diagonal prior covariance, keeping the posterior's diagonal.
-
-    With ``P = diag(p)`` the gain ``K = P H^T (H P H^T + R)^{-1}`` costs
-    O(n m^2) and O(n m) memory (no n x n matrix is formed); the posterior
-    covariance ``P - K H P`` is reduced to its diagonal,
-    ``p_i - sum_j K_ij (P H^T)_ij``.
-
-    Parameters
-    ----------
-    mean : ndarray (n,)
-    variances : ndarray (n,)
-        p, the prior variances (> 0).
-    innovation : ndarray (m,)
-        ``y - h(mean)``.
-    H : ndarray (m, n)
-        Observation operator (or its Jacobian at the mean).
-    R : Covariance
-        Observation-error covariance (m, m), diagonal or full.
-
-    Returns
-    -------
-    mean, variances : ndarray (n,), ndarray (n,)
-        ``m + K d`` (the full Kalman filter's analysis mean for this prior) and
-        ``diag(P - K H P)`` (floored at 1e-12 times the prior variance
-        against round-off).
-
-    Notes
-    -----
-    From a diagonal prior both outputs are exact: the mean is the full
-    Kalman analysis mean and the variances are the diagonal of the full
-    posterior covariance.  What is lost is the posterior's off-diagonal part,
-    which the next cycle assumes zero.  For revealed-token observations with
-    ``H`` the per-token gradients this is the diagonal-Fisher form of online
-    natural gradient (Ollivier 2018, "Online natural gradient as a Kalman
-    filter"): the precision ``P^{-1}`` accumulates ``H^T R^{-1} H`` but only
-    its diagonal survives each cycle.
-
-    Examples
-    --------
-    >>> from filters.covariance import as_covariance
-    >>> m, v = diagonal_kalman_analysis(np.zeros(2), np.array([1.0, 3.0]), np.array([1.0]),
-    ...                                 np.array([[1.0, 0.0]]), as_covariance(1.0, 1))
-    >>> m.round(12).tolist(), v.round(12).tolist()  # the observed component halves its variance
-    ([0.5, 0.0], [0.5, 3.0])
-    """
-    p = np.asarray(variances, dtype=float)
-    PHt = H.T * p[:, None]  # (n, m)
-    S = symmetrize(H @ PHt + R.dense)  # (m, m), O(n m^2)
-    cho = sla.cho_factor(S, lower=True, check_finite=False)
-    K = sla.cho_solve(cho, PHt.T, check_finite=False).T  # (n, m)
-    new_mean = mean + K @ innovation
-    reduction = np.einsum("ij,ij->i", K, PHt)  # diag(K H P), (n,)
-    return new_mean, np.maximum(p - reduction, _DIAG_VAR_FLOOR * p)
-
-
 def _inflate_diagonal(inflation, forecast: DiagonalGaussianState,
                       analysis: DiagonalGaussianState) -> DiagonalGaussianState:
     """Apply an inflation object to a diagonal Gaussian state (no n x n matrix)."""
-    from .inflation import RTPS, AdditiveInflation, MultiplicativeInflation
-
     v = analysis.variances
     if isinstance(inflation, MultiplicativeInflation):
         v = v * inflation.factor ** 2
@@ -489,7 +298,7 @@ def _inflate_diagonal(inflation, forecast: DiagonalGaussianState,
     return DiagonalGaussianState(analysis.mean, v)
 
 
-class DiagonalEKF(Filter):
+class DiagonalEKF(_LinearisedFilter):
     """The extended Kalman filter with a diagonal covariance, for large states.
 
     The state is :class:`~filters.states.DiagonalGaussianState` (mean and
@@ -546,19 +355,9 @@ class DiagonalEKF(Filter):
 
     name = "diagonal EKF"
 
-    def __init__(self, *, jacobian=None, infl_rate: float = 1.0, fd_eps: float = 1e-6,
-                 inflation=None):
-        super().__init__(inflation=inflation)
-        self.jacobian = jacobian
-        self.infl_rate = infl_rate
-        self.fd_eps = fd_eps
-
     def validate(self):
         """Check hyperparameters; raises ValueError naming the bad one."""
         super().validate()
-        _check_linearisation_options(self)
-        from .inflation import RTPS, AdditiveInflation, MultiplicativeInflation
-
         for inf in self._inflations:
             if not isinstance(inf, (MultiplicativeInflation, AdditiveInflation, RTPS)):
                 raise ValueError(f"inflation {type(inf).__name__} is not available for the "
@@ -590,25 +389,14 @@ class DiagonalEKF(Filter):
             if diagonal is not None:
                 F = diagonal(m, tk, dt)  # (n,)
             else:
-                F = (self.jacobian or model.jacobian)(m, tk, dt)
-                if F is None:
-                    F = finite_difference_jacobian(lambda X: model.step(X, tk, dt), m,
-                                                   self.fd_eps)
+                F = self._step_jacobian(model, m, tk, dt)
             p = diagonal_kalman_predict(grow * p if grow != 1.0 else p, F, q)
             m = model.step(m, tk, dt)
         return DiagonalGaussianState(np.asarray(m, dtype=float), p)
 
     def analysis(self, state, y, obs, R, rng):
         """Diagonal-prior Kalman analysis with the observation Jacobian at the mean."""
-        mask, y_obs, R_obs = observed_subset(y, R)
-        if y_obs.size == 0:
-            return state
-        H = obs.jacobian(state.mean)
-        d = y - obs(state.mean)
-        if mask is not None:
-            H, d = H[mask], d[mask]
-        m, v = diagonal_kalman_analysis(state.mean, state.variances, d, H, R_obs)
-        return self._post_analysis(state, DiagonalGaussianState(m, v), rng)
+        return _linearised_analysis(self, state, y, obs, R, rng, _diagonal_update)
 
     def _post_analysis(self, forecast, analysis, rng):
         for inf in self._inflations:
