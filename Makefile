@@ -11,7 +11,7 @@ TORCH  := torch==2.13.0
 # direct and transitive dependencies), so a fresh clone gets what the suite passed with.
 PIP    := $(VPY) -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt
 
-.PHONY: demo demo-filters test test-all bench docs lock clean
+.PHONY: demo demo-filters test test-lower test-all bench docs lock clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,19 @@ demo-filters: $(VENV)/.stamp-base
 test: $(VENV)/.stamp-test
 	$(VPY) -m pytest -m "not slow" -q
 
+# The suite again with every direct dependency at the lower bound of its range in pyproject.toml
+# (requirements/lower-bounds.txt), in its own venv; CI runs it after `make test`.
+LOWER := .venv-lower
+$(LOWER)/.stamp: pyproject.toml requirements/lower-bounds.txt
+	rm -rf $(LOWER) && $(PYTHON) -m venv $(LOWER)
+	$(LOWER)/bin/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(LOWER)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c requirements/lower-bounds.txt -e ".[test]"
+	touch $@
+
+test-lower: $(LOWER)/.stamp
+	$(LOWER)/bin/python -m pytest -m "not slow" -q -p no:cacheprovider
+
 test-all: $(VENV)/.stamp-test
 	$(VPY) -m pytest -q
 
@@ -67,5 +80,5 @@ lock:
 	mv requirements/constraints.new requirements/constraints.txt && rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache docs/_build docs/auto_examples docs/api/generated \
+	rm -rf $(VENV) $(LOWER) runs .pytest_cache docs/_build docs/auto_examples docs/api/generated \
 		docs/sg_execution_times.rst
