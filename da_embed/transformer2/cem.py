@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from ..placements import Placement
+from ..placements.base import Placement
 from ..protocol import check_int
 from .checks import check_positive
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..placements import Placement
+from ..placements.base import Placement
 
 __all__ = ["Experts", "load_experts", "weights_sha256"]
 

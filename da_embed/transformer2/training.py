@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..corpora import _token_ids
-from ..placements import Placement
+from ..placements.base import Placement
 from ..placements.registry import make_placement
 from ..progress import progress_bar
 from ..protocol import check_int, max_positions

@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..baselines import PointState, _PointFilter
-from ..placements import Placement
+from ..placements.base import Placement
 from ..protocol import check_int, max_positions
 from .cem import cem_weights, context_nll
 from .checks import check_positive
