@@ -148,14 +148,7 @@ def cem_weights(objective: Callable[[np.ndarray], np.ndarray], n_weights: int, *
     init_std = check_positive(init_std, "init_std")
     min_std = check_positive(min_std, "min_std")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    mean = np.full(E, 1.0 / E) if init_mean is None else np.array(init_mean, dtype=float)
-    if mean.shape != (E,) or not np.all(np.isfinite(mean)):
-        raise ValueError(f"init_mean must be {E} finite numbers, got {init_mean!r}")
-    seeds = np.zeros((0, E)) if initial_candidates is None else np.atleast_2d(
-        np.asarray(initial_candidates, dtype=float))
-    if seeds.ndim != 2 or seeds.shape[1] != E or seeds.shape[0] > P:
-        raise ValueError(f"initial_candidates must have shape (c, {E}) with c <= population "
-                         f"({P}), got {seeds.shape}")
+    mean, seeds = _cem_start(E, P, init_mean, initial_candidates)
     std = np.full(E, init_std)
     best_w, best_v = mean.copy(), math.inf
     for it in range(iterations):
@@ -175,3 +168,16 @@ def cem_weights(objective: Callable[[np.ndarray], np.ndarray], n_weights: int, *
         top = W[np.argsort(v, kind="stable")[:elite]]  # (elite, E)
         mean, std = top.mean(0), np.maximum(top.std(0), min_std)
     return CEMResult(best_w, best_v, mean, std, P * iterations)
+
+
+def _cem_start(E: int, P: int, init_mean, initial_candidates) -> tuple[np.ndarray, np.ndarray]:
+    """CEM's first mean (E,) and the candidates (c, E) of its first population, checked."""
+    mean = np.full(E, 1.0 / E) if init_mean is None else np.array(init_mean, dtype=float)
+    if mean.shape != (E,) or not np.all(np.isfinite(mean)):
+        raise ValueError(f"init_mean must be {E} finite numbers, got {init_mean!r}")
+    seeds = np.zeros((0, E)) if initial_candidates is None else np.atleast_2d(
+        np.asarray(initial_candidates, dtype=float))
+    if seeds.ndim != 2 or seeds.shape[1] != E or seeds.shape[0] > P:
+        raise ValueError(f"initial_candidates must have shape (c, {E}) with c <= population "
+                         f"({P}), got {seeds.shape}")
+    return mean, seeds
