@@ -126,9 +126,7 @@ def planted_shift(placement: Placement, protocol: PrequentialConfig, n_tokens: i
         a = np.asarray(coefficients, dtype=float).reshape(-1)
         if a.shape != (int(k),):
             raise ValueError(f"coefficients must have shape (k,) = ({k},), got {a.shape}")
-    starts = protocol.starts(int(n_tokens))
-    if starts.size < 2:
-        raise ValueError(f"n_tokens = {n_tokens} gives {starts.size} chunks; need at least 2")
+    starts = _chunk_starts(protocol, n_tokens)
     K = starts.size
     shift = K // 2 if shift_chunk is None else int(shift_chunk)
     if not 0 <= shift < K:
@@ -137,6 +135,14 @@ def planted_shift(placement: Placement, protocol: PrequentialConfig, n_tokens: i
     states[shift:] = P @ a
     ids = _sample_streams(placement, protocol, starts, states, seed)[0]
     return PlantedShift(ids, P, a, shift, protocol)
+
+
+def _chunk_starts(protocol: PrequentialConfig, n_tokens: int) -> np.ndarray:
+    """Start of every chunk of an ``n_tokens`` stream; ValueError unless there are >= 2."""
+    starts = protocol.starts(int(n_tokens))
+    if starts.size < 2:
+        raise ValueError(f"n_tokens = {n_tokens} gives {starts.size} chunks; need at least 2")
+    return starts
 
 
 def _sample_streams(placement: Placement, protocol: PrequentialConfig, starts: np.ndarray,
@@ -183,15 +189,15 @@ class PlantedDrift:
     Q : numpy.ndarray (n,)
         The diagonal of the process-noise covariance per chunk.
     protocol : PrequentialConfig
-        The protocol whose windows were used for sampling.
+        The chunks and context windows the tokens were sampled with.
 
     Examples
     --------
     >>> from da_embed.placements import HiddenScale
     >>> from da_embed.testing import tiny_gpt2
-    >>> ps = planted_drift(HiddenScale(tiny_gpt2()), PrequentialConfig(chunk=4, context=8), 30,
-    ...                    A=0.9 * np.eye(32), Q=0.01)
-    >>> type(ps).__name__, ps.A.shape, ps.Q.shape
+    >>> protocol = PrequentialConfig(chunk=4, context=8)
+    >>> drift = planted_drift(HiddenScale(tiny_gpt2()), protocol, 30, A=0.9 * np.eye(32), Q=0.01)
+    >>> type(drift).__name__, drift.A.shape, drift.Q.shape
     ('PlantedDrift', (32, 32), (32,))
     """
 
@@ -261,9 +267,7 @@ def planted_drift(placement: Placement, protocol: PrequentialConfig, n_tokens: i
     s0 = np.zeros(n) if initial is None else np.asarray(initial, dtype=float).reshape(-1)
     if s0.shape != (n,):
         raise ValueError(f"initial must have shape (n,) = ({n},), got {s0.shape}")
-    starts = protocol.starts(int(n_tokens))
-    if starts.size < 2:
-        raise ValueError(f"n_tokens = {n_tokens} gives {starts.size} chunks; need at least 2")
+    starts = _chunk_starts(protocol, n_tokens)
     S = 1 if streams is None else int(streams)
     if S < 1:
         raise ValueError(f"streams must be an integer >= 1, got {streams!r}")

@@ -3,9 +3,10 @@ tokenizer, trained locally on the embedded default corpus and cached.
 
 Nothing is downloaded.  The first call of :func:`load_reference` trains the
 tokenizer and the model (about 2.5 minutes on 2 CPU cores with the default
-:class:`ReferenceConfig`, measured at about 3.5k training tokens per second) and saves both with the Hugging Face
-``save_pretrained`` format under the cache directory, in a folder keyed by
-the configuration and a hash of the training text; later calls load it.
+:class:`ReferenceConfig`, measured at about 3.5k training tokens per second) and
+saves both with the Hugging Face ``save_pretrained`` format under the cache
+directory, in a folder keyed by the configuration and a hash of the training
+text; later calls load it.
 
 The defaults follow the prototype of DESIGN.md section 8: d_model 256, 4
 layers, 4 heads, 4096 BPE tokens, tied embeddings (about 4.2M parameters),
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .progress import progress_bar
 
 __all__ = ["ReferenceConfig", "cache_dir", "train_tokenizer", "train_reference",
            "load_reference", "encode_text"]
@@ -88,7 +91,8 @@ class ReferenceConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.vocab_size < 300:
-            raise ValueError(f"vocab_size must be >= 300 (256 bytes + merges), got {self.vocab_size}")
+            raise ValueError("vocab_size must be >= 300 (256 bytes + merges), got "
+                             f"{self.vocab_size}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads "
                              f"({self.n_heads}) with an even head size (rotary embeddings)")
@@ -247,44 +251,79 @@ def train_reference(config: ReferenceConfig = ReferenceConfig(), text: str | Non
     (2, 64, False)
     """
     import torch
-    from tqdm.auto import tqdm
 
     from .corpora import stdlib_corpus
 
     text = stdlib_corpus() if text is None else text
+    tokenizer, ids = _tokenize(config, text)
+    old_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    model = _build_model(config)
+    model.train()
+    loss_val, seconds = _fit(model, ids, config, progress)
+    if config.threads:
+        torch.set_num_threads(old_threads)
+    model.eval()
+    tokens = config.steps * config.batch_size * config.context
+    info = {"parameters": _parameter_count(model), "steps": config.steps, "tokens": tokens,
+            "corpus_tokens": int(ids.numel()), "final_loss": loss_val, "seconds": seconds,
+            "tokens_per_second": tokens / seconds, "config": dataclasses.asdict(config)}
+    if out_dir is not None:
+        _save(Path(out_dir), model, tokenizer, info)
+    return model, tokenizer, info
+
+
+def _tokenize(config: ReferenceConfig, text: str):
+    """Stage 1: the tokenizer trained on ``text`` and the text's token ids (a torch tensor)."""
+    import torch
+
     tokenizer = train_tokenizer(text, config.vocab_size)
     ids = torch.from_numpy(encode_text(tokenizer, text))
     L = config.context
     if ids.numel() < L + 2:
         raise ValueError(f"training text has {ids.numel()} tokens, fewer than the context "
                          f"{L} + 2")
-    old_threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    model = _build_model(config)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95),
-                            weight_decay=config.weight_decay)
+    return tokenizer, ids
+
+
+def _parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _learning_rate(config: ReferenceConfig, step: int) -> float:
+    """The schedule: linear warm-up over 5% of the steps, cosine decay to 10% of ``lr``."""
     steps = config.steps
     warm = max(1, steps // 20)
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    frac = (step - warm) / max(1, steps - warm)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    def lr_at(step):  # linear warm-up, cosine decay to 10%
-        if step < warm:
-            return config.lr * (step + 1) / warm
-        frac = (step - warm) / max(1, steps - warm)
-        return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
+def _fit(model, ids, config: ReferenceConfig, progress: bool) -> tuple[float, float]:
+    """Stage 3, the training loop: AdamW on random windows; (final loss, seconds).
+
+    The windows come from a generator seeded by ``config.seed`` (the same
+    draws, in the same order, for the same configuration: the cache key
+    promises the same model).
+    """
+    import torch
+
+    L = config.context
+    steps = config.steps
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95),
+                            weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    n_params = sum(p.numel() for p in model.parameters())
+    desc = f"training reference model ({_parameter_count(model) / 1e6:.1f}M params)"
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc=f"training reference model ({n_params / 1e6:.1f}M params)",
-               disable=not progress, unit="step")
+    bar = progress_bar(range(steps), desc=desc, disable=not progress, unit="step")
     loss_val = float("nan")
     for step in bar:
         starts = torch.randint(0, ids.numel() - L - 1, (config.batch_size,), generator=gen)
         batch = torch.stack([ids[s:s + L + 1] for s in starts.tolist()])  # (B, L+1)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = _learning_rate(config, step)
         out = model(input_ids=batch, labels=batch)  # HF shifts labels: L next-token predictions
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -292,34 +331,29 @@ def train_reference(config: ReferenceConfig = ReferenceConfig(), text: str | Non
         opt.step()
         loss_val = float(out.loss.detach())
         if progress and (step % 10 == 0 or step == steps - 1):
-            el = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{(step + 1) * config.batch_size * L / el:.0f}")
+            rate = (step + 1) * config.batch_size * L / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{rate:.0f}")
     seconds = time.perf_counter() - t0
     bar.close()
-    if config.threads:
-        torch.set_num_threads(old_threads)
-    model.eval()
-    info = {"parameters": n_params, "steps": steps, "tokens": steps * config.batch_size * L,
-            "corpus_tokens": int(ids.numel()), "final_loss": loss_val, "seconds": seconds,
-            "tokens_per_second": steps * config.batch_size * L / seconds,
-            "config": dataclasses.asdict(config)}
-    if out_dir is not None:
-        from transformers.utils import logging as hf_logging
+    return loss_val, seconds
 
-        hf_logging.disable_progress_bar()
-        out = Path(out_dir)
-        tmp = out.with_name(out.name + ".partial")
-        tmp.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "da_embed_reference.json").write_text(json.dumps(info, indent=2))
-        if out.exists():  # another process finished first; keep theirs
-            import shutil
 
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(out)  # atomic: a killed run never leaves a half-written cache
-    return model, tokenizer, info
+def _save(out: Path, model, tokenizer, info: dict) -> None:
+    """Stage 4: ``save_pretrained`` into ``out``, atomically (a killed run leaves no cache)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "da_embed_reference.json").write_text(json.dumps(info, indent=2))
+    if out.exists():  # another process finished first; keep theirs
+        import shutil
+
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(out)  # atomic: a killed run never leaves a half-written cache
 
 
 def load_reference(config: ReferenceConfig = ReferenceConfig(), text: str | None = None,

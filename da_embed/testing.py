@@ -79,10 +79,12 @@ def tiny_llama(seed: int = 0, dtype: torch.dtype = torch.float32, *, hidden_size
                initializer_range: float = 0.02):
     """A tiny randomly initialised Llama (rotary positions, grouped-query attention).
 
+    Built like :func:`tiny_gpt2`: in float32 under a private RNG, then cast.
+
     Parameters
     ----------
     seed : int, default 0
-        Seed of the initialisation (a private RNG; the global state is untouched).
+        Initialisation seed, as for :func:`tiny_gpt2`.
     dtype : torch.dtype, default torch.float32
         Floating dtype of the parameters and of the rotary ``inv_freq`` buffers.
     hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, \
