@@ -84,6 +84,11 @@ def register(name: str, description: str, *, aliases=(), ensemble: bool = False,
     ValueError
         If the name or an alias is taken already.
 
+    See Also
+    --------
+    make_method : builds what was registered.
+    methods_with : the names registered with one of the flags.
+
     Examples
     --------
     >>> from da_embed.methods.registry import METHODS, register
