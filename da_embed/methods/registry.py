@@ -23,7 +23,7 @@ METHODS: dict[str, str] = {}
 UNAVAILABLE: dict[str, str] = {}
 
 #: The kinds a method may be registered with (the keyword flags of :func:`register`).
-KINDS = ("ensemble", "covariance", "windowed", "expert")
+_KINDS = ("ensemble", "covariance", "windowed", "expert")
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,8 @@ def methods_with(kind: str) -> tuple[str, ...]:
     >>> methods_with("windowed")
     ('4dvar', 'w4dvar')
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {', '.join(_KINDS)}, got {kind!r}")
     return tuple(name for name, entry in _ENTRIES.items() if kind in entry.kinds)
 
 
