@@ -1,4 +1,4 @@
-"""The common base of all placements: attach/remove, member batching, validation.
+"""The common base of all placements: the shared API and the member batching.
 
 A *placement* decides where the scale state ``x`` (n numbers per member, 0 at
 identity) enters a frozen Hugging Face causal LM.  All placements share one
@@ -16,97 +16,29 @@ small API:
     direct calls of the model with a member-major batch of N * B rows.
 
 Shapes use fixed letters: N members, n state size, B batch, T tokens, d model
-width, V vocabulary.
+width, V vocabulary.  Attaching and removing live in
+:mod:`~da_embed.placements._attachment`, the argument checks in
+:mod:`~da_embed.placements.checks`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import numbers
-import weakref
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._attachment import Attachment
+from .checks import (IGNORE_INDEX, _check_input_ids, _check_mask, _check_model, _check_states,
+                     _check_targets, _model_name, rotary_modules)
+from .checks import _as_tensor, _check_int  # noqa: F401  (still importable from here)
+
 __all__ = ["Placement", "rotary_modules"]
 
-# model -> the placement attached to it (at most one; see Placement.attach).
-_ATTACHED: "weakref.WeakKeyDictionary[nn.Module, Placement]" = weakref.WeakKeyDictionary()
 
-#: Target value whose negative log-likelihood is reported as 0 (as in torch).
-IGNORE_INDEX = -100
-
-
-def _model_name(model) -> str:
-    return type(model).__name__
-
-
-def _check_model(model, who: str) -> nn.Module:
-    """Check ``model`` looks like a Hugging Face causal LM; return it."""
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a Hugging Face causal LM (a torch.nn.Module), "
-                         f"got {type(model).__name__}")
-    getters = ("get_input_embeddings", "get_output_embeddings")
-    if not all(callable(getattr(model, g, None)) for g in getters):
-        raise ValueError(f"{who} needs a Hugging Face causal LM with get_input_embeddings() and "
-                         f"get_output_embeddings(); {_model_name(model)} has neither")
-    emb = model.get_input_embeddings()
-    if not isinstance(emb, nn.Embedding):
-        raise ValueError(f"{who} needs a model whose input embedding is an nn.Embedding; "
-                         f"{_model_name(model)} has {type(emb).__name__}")
-    head = model.get_output_embeddings()
-    if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
-        raise ValueError(f"{who} needs a causal LM with an output head (get_output_embeddings()); "
-                         f"{_model_name(model)} has none")
-    if not head.weight.dtype.is_floating_point:
-        raise ValueError(f"{who} needs a floating-point model; {_model_name(model)} has "
-                         f"{head.weight.dtype} weights")
-    return model
-
-
-def rotary_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules carrying a rotary ``inv_freq`` buffer (Llama: ``model.rotary_emb``).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-
-    Returns
-    -------
-    list of (str, torch.nn.Module)
-        Their qualified names and the modules; empty for a model without
-        rotary embeddings (whose positions are then bounded by a table).
-
-    Examples
-    --------
-    >>> from da_embed.testing import tiny_gpt2, tiny_llama
-    >>> len(rotary_modules(tiny_llama())) > 0, rotary_modules(tiny_gpt2())
-    (True, [])
-    """
-    return [(name, mod) for name, mod in model.named_modules()
-            if isinstance(getattr(mod, "inv_freq", None), torch.Tensor)]
-
-
-def _check_int(value, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _as_tensor(value, name: str) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    try:
-        return torch.as_tensor(np.asarray(value))
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"{name} must be a torch tensor or a numpy array, "
-                         f"got {type(value).__name__}") from exc
-
-
-class Placement:
+class Placement(Attachment):
     """Base class of the placements (where a scale state enters a frozen LM).
 
     Subclasses set ``state_dim`` and implement three small methods:
@@ -218,166 +150,17 @@ class Placement:
         return (f"{type(self).__name__}({_model_name(self.model)}{', ' if opts else ''}{opts}; "
                 f"state_dim={self.state_dim}{', attached' if self.is_attached else ''})")
 
-    # ---------------------------------------------------------- attach / remove
-    @property
-    def is_attached(self) -> bool:
-        """Whether this placement's hooks are installed on the model."""
-        return _ATTACHED.get(self.model) is self
-
-    def attach(self) -> "Placement":
-        """Install the hooks and freeze the model's parameters.
-
-        Attaching an attached placement does nothing.  With no states active
-        (outside :meth:`logits`, :meth:`token_nll` and :meth:`using`) the hooks
-        are the identity, so the attached model behaves as the original.
-
-        Returns
-        -------
-        Placement
-            ``self``, for chaining.
-
-        Raises
-        ------
-        ValueError
-            If another placement is attached to the same model.
-
-        Examples
-        --------
-        >>> from da_embed.placements import HiddenScale
-        >>> from da_embed.testing import tiny_gpt2
-        >>> placement = HiddenScale(tiny_gpt2()).attach()
-        >>> placement.is_attached
-        True
-        >>> placement.remove()
-        """
-        if self.is_attached:
-            return self
-        other = _ATTACHED.get(self.model)
-        if other is not None:
-            raise ValueError(f"cannot attach {type(self).__name__}: the model "
-                             f"({_model_name(self.model)}) already carries {type(other).__name__}; "
-                             f"remove that placement first (one placement per model)")
-        self._frozen = [(p, p.requires_grad) for p in self.model.parameters()]
-        try:
-            self._handles = list(self._install())
-        except BaseException:
-            for h in self._handles:
-                h.remove()
-            self._handles, self._frozen = [], []
-            raise
-        for p, _ in self._frozen:
-            p.requires_grad_(False)
-        _ATTACHED[self.model] = self
-        return self
-
-    def remove(self) -> None:
-        """Remove the hooks and restore ``requires_grad``; harmless if not attached.
-
-        After removal the model's parameters, buffers and forward behaviour are
-        bit for bit those before :meth:`attach` (nothing was ever written to
-        them).
-
-        Examples
-        --------
-        >>> from da_embed.placements import HiddenScale
-        >>> from da_embed.testing import tiny_gpt2
-        >>> placement = HiddenScale(tiny_gpt2()).attach()
-        >>> placement.remove(); placement.remove()  # twice is fine
-        >>> placement.is_attached
-        False
-        """
-        if not self.is_attached:
-            return
-        for h in self._handles:
-            h.remove()
-        for p, flag in self._frozen:
-            p.requires_grad_(flag)
-        self._handles, self._frozen, self._ctx = [], [], None
-        del _ATTACHED[self.model]
-
-    @contextlib.contextmanager
-    def attached(self) -> Iterator["Placement"]:
-        """Context manager: attach on entry, remove on exit (if it attached).
-
-        Yields
-        ------
-        Placement
-            ``self``.
-
-        Examples
-        --------
-        >>> from da_embed.placements import EmbeddingScale
-        >>> from da_embed.testing import tiny_gpt2
-        >>> placement = EmbeddingScale(tiny_gpt2())
-        >>> with placement.attached():
-        ...     placement.is_attached
-        True
-        >>> placement.is_attached
-        False
-        """
-        was_attached = self.is_attached
-        self.attach()
-        try:
-            yield self
-        finally:
-            if not was_attached:
-                self.remove()
-
-    def _require_attached(self, what: str) -> None:
-        if not self.is_attached:
-            raise RuntimeError(f"{type(self).__name__}.{what} needs the placement attached: call "
-                               f"attach() first or use `with placement.attached(): ...`")
-
     # ------------------------------------------------------------- validation
     def _check_states(self, states) -> torch.Tensor:
         """Validate states (N, n) and cast them to the model's dtype and device."""
-        n = int(self.state_dim)
-        t = _as_tensor(states, "states")
-        if t.dtype == torch.bool or t.is_complex():
-            raise ValueError(f"states must be real numbers, got dtype {t.dtype}")
-        if t.ndim != 2 or t.shape[1] != n:
-            hint = " (for one member pass states[None])" if t.ndim == 1 and t.shape[0] == n else ""
-            raise ValueError(f"states must have shape (N, n) = (N, {n}) for "
-                             f"{type(self).__name__}, got {tuple(t.shape)}{hint}")
-        if t.shape[0] < 1:
-            raise ValueError(f"states must hold at least one member (N >= 1), got shape "
-                             f"{tuple(t.shape)}")
-        finite = torch.isfinite(t.detach())
-        if not bool(finite.all()):
-            bad = torch.nonzero(~finite.all(dim=1)).flatten().tolist()
-            raise ValueError(f"states must be finite; members {bad} contain NaN or inf")
-        if not t.dtype.is_floating_point:
-            t = t.to(torch.float64)
-        return t.to(device=self.device, dtype=self.dtype)  # (N, n)
+        return _check_states(states, int(self.state_dim), type(self).__name__,
+                             device=self.device, dtype=self.dtype)  # (N, n)
 
     def _check_input_ids(self, input_ids) -> torch.Tensor:
-        t = _as_tensor(input_ids, "input_ids")
-        if t.ndim != 2:
-            raise ValueError(f"input_ids must be a 2-D (B, T) tensor of token ids, got shape "
-                             f"{tuple(t.shape)}")
-        if t.dtype == torch.bool or t.dtype.is_floating_point or t.is_complex():
-            raise ValueError(f"input_ids must hold integer token ids (torch.long), got {t.dtype}")
-        if t.shape[0] < 1 or t.shape[1] < 1:
-            raise ValueError(f"input_ids must have B >= 1 rows and T >= 1 tokens, got shape "
-                             f"{tuple(t.shape)}")
-        lo, hi, vocab = int(t.min()), int(t.max()), self.vocab_size
-        if lo < 0 or hi >= vocab:
-            raise ValueError(f"input_ids must lie in [0, {vocab}) (the vocabulary of "
-                             f"{_model_name(self.model)}), got values in [{lo}, {hi}]")
-        limit = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
-        if limit is not None and t.shape[1] > limit and not rotary_modules(self.model):
-            raise ValueError(f"input_ids has {t.shape[1]} tokens but {_model_name(self.model)} "
-                             f"has learned positions for at most {limit}")
-        return t.to(device=self.device, dtype=torch.long)  # (B, T)
+        return _check_input_ids(input_ids, self.model, device=self.device)  # (B, T)
 
     def _check_mask(self, attention_mask, input_ids: torch.Tensor) -> torch.Tensor | None:
-        if attention_mask is None:
-            return None
-        m = _as_tensor(attention_mask, "attention_mask")
-        if tuple(m.shape) != tuple(input_ids.shape):
-            raise ValueError(f"attention_mask must have the shape of input_ids "
-                             f"{tuple(input_ids.shape)}, got {tuple(m.shape)}")
-        return m.to(device=self.device)  # (B, T)
+        return _check_mask(attention_mask, input_ids, device=self.device)  # (B, T)
 
     # ------------------------------------------------------------ the batching
     @contextlib.contextmanager
@@ -442,9 +225,6 @@ class Placement:
     def _prepare(self, states: torch.Tensor) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _install(self) -> list:  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
              n_members: int) -> torch.Tensor:
         """One forward pass of batch N * B; returns logits (N, B, T, V)."""
@@ -473,15 +253,20 @@ class Placement:
         torch.Tensor
             Logits, shape (N, B, T, V), in the model's dtype.
 
+        See Also
+        --------
+        token_nll : the negative log-likelihoods of the next tokens under these logits.
+
         Examples
         --------
-        >>> import torch
         >>> from da_embed.placements import EmbeddingScale
         >>> from da_embed.testing import tiny_llama, random_input_ids
+        >>> import torch
         >>> model = tiny_llama()
+        >>> placement = EmbeddingScale(model).attach()
         >>> ids = random_input_ids(model, batch=2, length=6)
-        >>> with EmbeddingScale(model).attached() as placement:
-        ...     logits = placement.logits(ids, torch.zeros(3, 32))
+        >>> logits = placement.logits(ids, torch.zeros(3, 32))  # (N, B, T, V)
+        >>> placement.remove()
         >>> torch.allclose(logits[1], model(ids).logits, atol=1e-6)
         True
         """
@@ -524,11 +309,15 @@ class Placement:
         torch.Tensor
             Shape (N, B, T - 1), or (N, B, T) for (B, T) targets.
 
+        See Also
+        --------
+        logits : the logits these are computed from (one batched forward pass).
+
         Examples
         --------
-        >>> import torch
         >>> from da_embed.placements import HiddenScale
         >>> from da_embed.testing import tiny_gpt2, random_input_ids
+        >>> import torch
         >>> model = tiny_gpt2()
         >>> ids = random_input_ids(model, batch=2, length=6)
         >>> states = torch.zeros(4, 32, requires_grad=True)
@@ -542,24 +331,7 @@ class Placement:
         self._require_attached("token_nll")
         ids = self._check_input_ids(input_ids)
         B, T = ids.shape
-        if targets is None:
-            if T < 2:
-                raise ValueError(f"input_ids needs T >= 2 tokens to score next tokens, got "
-                                 f"shape {tuple(ids.shape)}")
-            tgt = ids[:, 1:]  # (B, T - 1)
-        else:
-            tgt = _as_tensor(targets, "targets")
-            if tgt.ndim != 2 or tgt.shape[0] != B or tgt.shape[1] not in (T - 1, T):
-                raise ValueError(f"targets must have shape (B, T - 1) = ({B}, {T - 1}) or "
-                                 f"(B, T) = ({B}, {T}), got {tuple(tgt.shape)}")
-            if tgt.dtype == torch.bool or tgt.dtype.is_floating_point or tgt.is_complex():
-                raise ValueError(f"targets must hold integer token ids, got {tgt.dtype}")
-            tgt = tgt.to(device=self.device, dtype=torch.long)
-            valid = tgt[tgt != IGNORE_INDEX]
-            if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= self.vocab_size):
-                raise ValueError(f"targets must lie in [0, {self.vocab_size}) or equal "
-                                 f"{IGNORE_INDEX}, got values in [{int(valid.min())}, "
-                                 f"{int(valid.max())}]")
+        tgt = _check_targets(targets, ids, self.vocab_size, device=self.device)  # (B, L)
         L = tgt.shape[1]
         logits = self.logits(ids, states, attention_mask)  # (N, B, T, V)
         N, V = logits.shape[0], logits.shape[-1]

@@ -30,7 +30,8 @@ class EmbeddingScale(Placement):
     Parameters
     ----------
     model : transformers.PreTrainedModel
-        A Hugging Face causal LM.
+        A Hugging Face causal LM whose input embedding is an ``nn.Embedding``
+        (the module the hook sits on).
 
     Attributes
     ----------

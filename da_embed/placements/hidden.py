@@ -35,7 +35,8 @@ class HiddenScale(Placement):
     Parameters
     ----------
     model : transformers.PreTrainedModel
-        A Hugging Face causal LM.
+        A Hugging Face causal LM with an output head
+        (``get_output_embeddings()``, whose input is scaled).
 
     Attributes
     ----------

@@ -8,7 +8,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .base import Placement, _as_tensor, _check_int
+from .base import Placement
+from .checks import _as_tensor, _check_int
 
 __all__ = ["Subspace"]
 
@@ -164,17 +165,18 @@ class Subspace(Placement):
         Parameters
         ----------
         placement : Placement
-            The placement to wrap.
+            The placement to wrap; G holds gradients with respect to its state.
         G : array_like
             Gradients, shape (num_samples, n).
         k : int
             Subspace dimension, 1 <= k <= min(num_samples, n).
         reference : array_like, optional
-            s_ref (n,); default zeros.
+            s_ref (n,), the point the subspace passes through; default zeros.
 
         Returns
         -------
         Subspace
+            Its ``origin`` records the number of gradient rows.
 
         Examples
         --------
