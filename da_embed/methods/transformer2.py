@@ -1,8 +1,9 @@
 """The Transformer^2 methods ``t2`` and ``t2-cem`` (:class:`da_embed.transformer2.TwoPass`).
 
 The class is imported when a method is built, not when the registry is
-filled: the training half of :mod:`da_embed.transformer2` is an experiment,
-above the methods, and ``import da_embed.methods`` stays light.
+filled, so ``import da_embed.methods`` stays light; it comes from
+:mod:`da_embed.transformer2.twopass`, the method half of the package (the
+training half, :mod:`da_embed.transformer2.training`, is an experiment).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ __all__: list[str] = []
 
 
 def _two_pass(mode: str, options):
-    from ..transformer2 import TwoPass
+    from ..transformer2.twopass import TwoPass
 
     return TwoPass(mode=mode, **options)
 
