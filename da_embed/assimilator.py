@@ -139,14 +139,12 @@ class OnlineAssimilator:
 
     Examples
     --------
-    >>> import torch
     >>> from da_embed.placements import HiddenScale
     >>> from da_embed.testing import tiny_gpt2, random_input_ids
     >>> model = tiny_gpt2()
-    >>> ids = random_input_ids(model, batch=1, length=41)[0]
     >>> run = OnlineAssimilator(HiddenScale(model), "ekf",
     ...                        protocol=PrequentialConfig(chunk=8, context=16))
-    >>> ds = run.run(ids)
+    >>> ds = run.run(random_input_ids(model, batch=1, length=41)[0])
     >>> ds.sizes["time"], ds.attrs["chunk"], ds.attrs["method"]
     (5, 8, 'ekf')
     """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +39,15 @@ class AssimilationDiverged(RuntimeError):
 
 def exp_or_inf(x: float) -> float:
     """exp that gives inf instead of OverflowError (a diverged run's perplexity).
+
+    Parameters
+    ----------
+    x : float
+
+    Returns
+    -------
+    float
+        ``exp(x)``, or inf for ``x >= 709`` (beyond float64).
 
     Examples
     --------
@@ -130,10 +139,31 @@ class ChunkLoop:
 
     Attributes
     ----------
-    state : the analysis of the last completed chunk (the forecast during a chunk)
-    last : the analysis of the last completed chunk (None before the first)
+    state : GaussianState, EnsembleState or PointState
+        The analysis of the last completed chunk (the forecast during a chunk).
+    last : GaussianState, EnsembleState, PointState or None
+        The analysis of the last completed chunk (None before the first).
+    window : WindowedAnalysis or None
+        The window of a windowed method (set by :meth:`start`).
     status : str
-        ``interrupted`` until the loop ends; ``diverged`` when it stopped for that.
+        ``interrupted`` until the run sets its end; ``diverged`` when it stopped for that.
+    nll_sum : float
+        Sum of the chunks' mean NLL so far (the bar's running perplexity).
+
+    Examples
+    --------
+    >>> from da_embed.assimilator import OnlineAssimilator, PrequentialConfig
+    >>> from da_embed.placements import HiddenScale
+    >>> from da_embed.testing import random_input_ids, tiny_gpt2
+    >>> runner = OnlineAssimilator(HiddenScale(tiny_gpt2()), "etkf", members=4,
+    ...                            protocol=PrequentialConfig(chunk=8, context=8))
+    >>> loop = runner._prepare(random_input_ids(runner.placement.model, 1, 17)[0], None)
+    >>> with runner.placement.attached():
+    ...     loop.start(0.1)
+    ...     record = loop.step(0, int(loop.starts[0]))
+    >>> loop.bar.close()
+    >>> record["tokens"], len(loop.recorder), loop.last is loop.state, loop.status
+    (8, 1, True, 'interrupted')
     """
 
     placement: Any
@@ -153,11 +183,11 @@ class ChunkLoop:
     writer: Any
     bar: Any
     attrs: dict
-    state: Any = None
-    last: Any = None
-    window: WindowedAnalysis | None = None
-    status: str = "interrupted"
-    nll_sum: float = 0.0
+    state: Any = field(default=None, init=False)
+    last: Any = field(default=None, init=False)
+    window: WindowedAnalysis | None = field(default=None, init=False)
+    status: str = field(default="interrupted", init=False)
+    nll_sum: float = field(default=0.0, init=False)
 
     def start(self, P0: float) -> None:
         """The initial state from the prior N(s_b, P0 I) (and the window of a windowed method)."""
