@@ -18,7 +18,7 @@ chunk.  For every chunk k:
 4. *log*: the chunk is appended to the trajectory (and its netCDF file).
 
 Windowed methods (``4dvar``, ``w4dvar``: filters with ``windowed = True``)
-replace step 3 by a sliding-window analysis (:class:`WindowedAnalysis`): at
+replace step 3 by a sliding-window analysis (:class:`~da_embed.windowed.WindowedAnalysis`): at
 chunk k, after chunk k is scored, the window of chunks ``j0 = k - W + 1 .. k``
 (fewer at the start) is solved at once, one observation operator per chunk,
 with the forecast model between chunks; the background at chunk ``j0`` is the
@@ -57,138 +57,21 @@ from filters.covariance import as_covariance
 from filters.models import Model
 
 from ._version import __version__
+from .chunk_loop import AssimilationDiverged, ChunkLoop, exp_or_inf
 from .dynamics import RandomWalk
 from .methods import make_method, method_label
-from .observations import TARGETS, TokenNLLObservation, predicted_observation, pseudo_observation
+from .observations import TARGETS
 from .placements import Placement, Subspace
+from .progress import progress_bar
 from .protocol import PrequentialConfig, max_positions
 from .trajectory import WINDOW_VARIABLES, TrajectoryRecorder, TrajectoryWriter
+from .windowed import WindowedAnalysis
 
 __all__ = ["PrequentialConfig", "OnlineAssimilator", "AssimilationDiverged", "max_positions",
            "WindowedAnalysis"]
 
 #: Largest state size whose final analysis covariance is stored (n x n float64: 8 MiB).
 _MAX_STORED_COVARIANCE = 1024
-
-
-class AssimilationDiverged(RuntimeError):
-    """The state estimate became non-finite or exploded; completed chunks are kept.
-
-    Examples
-    --------
-    >>> try:
-    ...     raise AssimilationDiverged("etkf diverged at chunk 3; 3 completed chunks were kept")
-    ... except RuntimeError as error:
-    ...     print(type(error).__name__)
-    AssimilationDiverged
-    """
-
-
-class WindowedAnalysis:
-    """Sliding-window (4D-Var) analyses over the last ``W`` chunks of a run.
-
-    Keeps the observation operator and pseudo-observation of the last ``W``
-    chunks and the analysis of each chunk.  :meth:`analyse` at chunk k solves
-    the window of chunks ``j0 = max(0, k - W + 1) .. k`` with the filter's
-    :meth:`~filters.variational.StrongConstraint4DVar.solve` (a sequence of
-    per-chunk operators, ``dynamics`` between chunks, one step of ``dt = 1``
-    per chunk starting at time ``j0``); its background is the analysis of
-    chunk ``j0 - 1`` moved one step with ``dynamics`` (the prior mean when
-    ``j0 = 0``) with the filter's static ``B``.  It returns the state at
-    chunk k (mean and Gauss-Newton covariance).
-
-    Parameters
-    ----------
-    flt : StrongConstraint4DVar or WeakConstraint4DVar
-        ``flt.window`` is ``W``.
-    dynamics : filters.models.Model
-    prior_mean : ndarray (n,)
-    R : Covariance
-        Observation noise of one chunk (L, L).
-    Q : Covariance or None
-        The run's process noise per chunk; weak constraint uses the filter's
-        resolved ``window_Q_`` (its own ``Q``, else this one).
-
-    Examples
-    --------
-    >>> from filters import StrongConstraint4DVar
-    >>> from filters.covariance import as_covariance
-    >>> from filters.models import Identity, LinearGaussian
-    >>> from filters.states import GaussianState
-    >>> flt = StrongConstraint4DVar(window=2, B="eye", xB=1.0, minimizer="gauss-newton")
-    >>> dynamics, prior = LinearGaussian(np.eye(1)), GaussianState(np.zeros(1), np.eye(1))
-    >>> flt.setup(dynamics, None, prior, 1.0, None)
-    >>> window = WindowedAnalysis(flt, dynamics, prior.mean, as_covariance(1.0, 1), None)
-    >>> for k in range(3):  # observe 1 at every chunk (a scalar state, B = R = 1)
-    ...     state, info = window.analyse(k, Identity(1), np.array([1.0]))
-    ...     print(k, info["window_chunks"], state.mean.round(4).tolist())
-    0 1 [0.5]
-    1 2 [0.6667]
-    2 2 [0.8333]
-    """
-
-    def __init__(self, flt, dynamics, prior_mean, R, Q) -> None:
-        from collections import deque
-
-        self.flt, self.dynamics, self.R = flt, dynamics, R
-        self.Q = getattr(flt, "window_Q_", None) if getattr(flt, "_weak", False) else Q
-        self.W = int(flt.window)
-        self.prior_mean = np.asarray(prior_mean, dtype=float)
-        self.chunks = deque(maxlen=self.W)  # (operator, pseudo-observation)
-        self.analyses: dict[int, np.ndarray] = {}
-
-    def analyse(self, k: int, obs, y):
-        """Assimilate chunk k (operator ``obs``, pseudo-observation ``y``); (state, info)."""
-        from filters.states import GaussianState
-
-        flt = self.flt
-        self.chunks.append((obs, np.asarray(y, dtype=float)))
-        p = len(self.chunks)
-        j0 = k - p + 1
-        if j0 == 0:
-            xb = self.prior_mean
-        else:
-            xb = np.asarray(self.dynamics.step(self.analyses[j0 - 1], float(j0 - 1), 1.0),
-                            dtype=float)
-        B = flt._B_static_dense
-        ops = [c[0] for c in self.chunks]
-        Y = np.stack([c[1] for c in self.chunks])  # (p, L)
-        res = flt.solve(GaussianState(xb, B), Y, np.arange(p), p - 1, self.dynamics, ops,
-                        self.R, t0=float(j0), dt=1.0, Q=self.Q)
-        mean = np.asarray(res.trajectory[-1], dtype=float)
-        cov = res.cov(p - 1) if res.has_covariance else B
-        self.analyses[k] = mean
-        self.analyses.pop(k - self.W, None)  # only chunks k - W + 1 .. k start later windows
-        info = {"window_chunks": p, "cost_start": res.cost_start, "cost_end": res.cost_end,
-                "iterations": res.iterations, "converged": int(res.converged)}
-        return GaussianState(mean, cov), info
-
-
-class _DiagonalPrior:
-    """N(0, P0 I) with the GaussianState interface the filters use, lazily dense."""
-
-    def __init__(self, n: int, variance: float):
-        self.mean = np.zeros(n)
-        self.variance = float(variance)
-
-    @property
-    def ndim(self) -> int:
-        return self.mean.shape[0]
-
-    @property
-    def cov(self) -> np.ndarray:
-        return self.variance * np.eye(self.ndim)
-
-    @property
-    def variances(self) -> np.ndarray:  # what the diagonal EKF reads (no n x n matrix)
-        return np.full(self.ndim, self.variance)
-
-    @property
-    def spread(self) -> np.ndarray:
-        return np.full(self.ndim, math.sqrt(self.variance))
-
-    def sample(self, rng, size):  # = GaussianState.sample for cov = P0 I
-        return self.mean + math.sqrt(self.variance) * rng.standard_normal((size, self.ndim))
 
 
 class OnlineAssimilator:
@@ -256,14 +139,12 @@ class OnlineAssimilator:
 
     Examples
     --------
-    >>> import torch
     >>> from da_embed.placements import HiddenScale
     >>> from da_embed.testing import tiny_gpt2, random_input_ids
     >>> model = tiny_gpt2()
-    >>> ids = random_input_ids(model, batch=1, length=41)[0]
     >>> run = OnlineAssimilator(HiddenScale(model), "ekf",
     ...                        protocol=PrequentialConfig(chunk=8, context=16))
-    >>> ds = run.run(ids)
+    >>> ds = run.run(random_input_ids(model, batch=1, length=41)[0])
     >>> ds.sizes["time"], ds.attrs["chunk"], ds.attrs["method"]
     (5, 8, 'ekf')
     """
@@ -407,108 +288,56 @@ class OnlineAssimilator:
         KeyboardInterrupt
             Re-raised after the file is closed with every completed chunk.
         """
-        from tqdm.auto import tqdm
+        loop = self._prepare(token_ids, out)
+        t_start = time.perf_counter()
+        try:
+            with self.placement.attached():
+                loop.start(self.P0)
+                for k, start in enumerate(loop.starts):
+                    record = loop.step(k, int(start))  # forecast, score, analyse, log
+                    self.state_ = loop.state
+                    loop.report(k, record, callback)
+            loop.status = "complete"
+        except BaseException as exc:
+            if loop.status != "diverged" and not isinstance(exc, KeyboardInterrupt):
+                loop.status = f"failed: {type(exc).__name__}"
+            raise
+        finally:
+            self._finish(loop, time.perf_counter() - t_start)
+        return self.dataset_
 
+    def _prepare(self, token_ids, out) -> ChunkLoop:
+        """Check everything, open the outputs; the run's loop, not yet started."""
         protocol, flt, label, dyn, Q, n = self._build()
         ids = self._check_stream(token_ids, protocol)
         starts = protocol.starts(ids.size)
-        L, ctx = protocol.chunk, protocol.context
-        R = as_covariance(self.R, L, "R")
+        R = as_covariance(self.R, protocol.chunk, "R")
         rng = np.random.default_rng(self.seed)
         static = {}
         if isinstance(self.placement, Subspace):
             static = {"subspace_basis": self.placement.basis.numpy(),
                       "subspace_reference": self.placement.reference.numpy()}
         attrs = self._attrs(protocol, flt, label, dyn, ids, starts, n)
-        windowed = bool(getattr(flt, "windowed", False))
-        extra = tuple(WINDOW_VARIABLES) if windowed else ()
-        recorder = TrajectoryRecorder(n, L, static, extra)
-        writer = None if out is None else TrajectoryWriter(out, n, L, attrs, static, extra)
+        extra = tuple(WINDOW_VARIABLES) if getattr(flt, "windowed", False) else ()
+        recorder = TrajectoryRecorder(n, protocol.chunk, static, extra)
+        writer = (None if out is None
+                  else TrajectoryWriter(out, n, protocol.chunk, attrs, static, extra))
         self.filter_ = flt
-        status = "interrupted"
-        bar = tqdm(total=len(starts), desc=label, disable=not self.progress, leave=False,
-                   unit="chunk")
-        t_start = time.perf_counter()
-        last = None  # the analysis of the last completed chunk (its covariance is stored)
-        try:
-            with self.placement.attached():
-                prior = _DiagonalPrior(n, self.P0)
-                if getattr(dyn, "initial_state", None) is not None:
-                    prior.mean = np.array(dyn.initial_state, dtype=float)  # spin-up's s_b
-                state = flt.initialize(prior, rng)
-                window = None
-                if windowed:
-                    flt.setup(dyn, None, prior, 1.0, Q)
-                    window = WindowedAnalysis(flt, dyn, prior.mean, R, Q)
-                nll_sum = 0.0
-                for k, start in enumerate(starts):
-                    t0 = time.perf_counter()
-                    if k > 0:
-                        state = flt.forecast(state, dyn, float(k - 1), 1.0, 1, Q, rng)
-                    t1 = time.perf_counter()
-                    a = max(0, int(start) - ctx)
-                    tokens = ids[a:int(start) + L]  # context + chunk
-                    obs = TokenNLLObservation(self.placement, tokens, L,
-                                              member_batch=self.member_batch)
-                    mean_f = np.asarray(state.mean, dtype=float)
-                    token_nll = obs.score(mean_f)  # (L,) prequential: earlier chunks only
-                    t2 = time.perf_counter()
-                    if not np.all(np.isfinite(token_nll)):
-                        status = "diverged"
-                        raise AssimilationDiverged(
-                            f"{label} diverged at chunk {k}: the NLL under the forecast mean is "
-                            f"not finite; {k} completed chunks were kept")
-                    flt.prepare(dyn, obs)
-                    y = pseudo_observation(predicted_observation(flt, state, obs),
-                                           self.target, self.decrement)
-                    info = {}
-                    if window is None:
-                        analysed = flt.analysis(state, y, obs, R, rng)
-                    else:  # chunks k - W + 1 .. k at once; the analysis is the state at k
-                        analysed, info = window.analyse(k, obs, y)
-                    t3 = time.perf_counter()
-                    mean_a = np.asarray(analysed.mean, dtype=float)
-                    if not (np.all(np.isfinite(mean_a)) and np.abs(mean_a).max() < 1e4):
-                        status = "diverged"
-                        raise AssimilationDiverged(
-                            f"{label} diverged at chunk {k}: the analysis mean is non-finite or "
-                            f"beyond 1e4; {k} completed chunks were kept")
-                    if hasattr(dyn, "set_summary") and obs.summary_ is not None:
-                        dyn.set_summary(obs.summary_)  # forecast of chunk k + 1 sees chunk k
-                    record = {
-                        "chunk_start": int(start), "context_tokens": int(start) - a,
-                        "tokens": L, "nll": float(token_nll.mean()), "token_nll": token_nll,
-                        "token_id": obs.targets, "innovation": y - token_nll,
-                        "forecast_mean": mean_f, "forecast_spread": _spread(state),
-                        "analysis_mean": mean_a, "analysis_spread": _spread(analysed),
-                        "wall_time": t3 - t0, "wall_time_forecast": t1 - t0,
-                        "wall_time_score": t2 - t1, "wall_time_analysis": t3 - t2,
-                        **info,
-                    }
-                    recorder.append(record)
-                    if writer is not None:
-                        writer.append(record)
-                    state = analysed
-                    self.state_ = last = state
-                    nll_sum += record["nll"]
-                    bar.update(1)
-                    bar.set_postfix(ppl=f"{_exp(nll_sum / (k + 1)):.4g}")
-                    if callback is not None:
-                        callback(k, record)
-            status = "complete"
-        except BaseException as exc:
-            if status != "diverged" and not isinstance(exc, KeyboardInterrupt):
-                status = f"failed: {type(exc).__name__}"
-            raise
-        finally:
-            bar.close()
-            final = self._final_attrs(recorder, status, time.perf_counter() - t_start)
-            cov = _final_covariance(last, n)
-            arrays = {} if cov is None else {"analysis_covariance": cov}
-            if writer is not None:
-                writer.close(final, arrays)
-            self.dataset_ = recorder.to_dataset({**attrs, **final}, arrays)
-        return self.dataset_
+        bar = progress_bar(total=len(starts), desc=label, disable=not self.progress,
+                           leave=False, unit="chunk")
+        return ChunkLoop(self.placement, flt, dyn, Q, R, ids, starts, protocol, self.target,
+                         self.decrement, label, self.member_batch, rng, recorder, writer, bar,
+                         attrs)
+
+    def _finish(self, loop: ChunkLoop, seconds: float) -> None:
+        """Close the bar and the file (with the final covariance); set :attr:`dataset_`."""
+        loop.bar.close()
+        final = self._final_attrs(loop.recorder, loop.status, seconds)
+        cov = _final_covariance(loop.last, loop.recorder.n)
+        arrays = {} if cov is None else {"analysis_covariance": cov}
+        if loop.writer is not None:
+            loop.writer.close(final, arrays)
+        self.dataset_ = loop.recorder.to_dataset({**loop.attrs, **final}, arrays)
 
     # --------------------------------------------------------------- metadata
     def _attrs(self, protocol, flt, label, dyn, ids, starts, n) -> dict:
@@ -548,7 +377,7 @@ class OnlineAssimilator:
         nll = float(np.mean(recorder.records["nll"])) if K else float("nan")
         tokens = int(np.sum(recorder.records["tokens"])) if K else 0
         return {"status": status, "chunks_completed": K, "tokens_scored": tokens,
-                "nll_mean": nll, "perplexity": _exp(nll) if K else float("nan"),
+                "nll_mean": nll, "perplexity": exp_or_inf(nll) if K else float("nan"),
                 "wall_time_total": float(seconds)}
 
 
@@ -562,15 +391,6 @@ def _final_covariance(state, n: int):
         return None
     cov = np.asarray(state.cov, dtype=float)
     return cov if cov.shape == (n, n) and np.all(np.isfinite(cov)) else None
-
-
-def _spread(state) -> np.ndarray:
-    return np.asarray(state.spread, dtype=float)
-
-
-def _exp(x: float) -> float:
-    """exp that gives inf instead of OverflowError (a diverged run's perplexity)."""
-    return math.exp(x) if x < 709.0 else float("inf")
 
 
 def _now() -> str:

@@ -22,31 +22,27 @@ The chunk, context, stride and token counts are printed with every table.
 from __future__ import annotations
 
 import copy
-import csv
 import json
-import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import xarray as xr
 
-from ._version import __version__
 from .assimilator import OnlineAssimilator
+from .comparison import (Comparison, comparison_rows, domain_perplexities, read_segments,
+                         write_summary)
 from .lm.models import load_model
 from .memory import PeakRSS
 from .methods import EXPERT_METHODS, WINDOWED_METHODS, make_method, parse_methods, split_method
-from .metrics import PairedChange, paired_change, perplexity
 from .placements import Placement
 from .placements.registry import PLACEMENTS, make_placement
 from .protocol import PrequentialConfig
 from .subspaces import make_subspace, parse_subspace
-from .trajectory import strict_json
 
 __all__ = ["compare", "Comparison", "make_placement", "tune_dyneval_lr", "load_model",
-           "PLACEMENTS", "DYNEVAL_LR_GRID"]
+           "PLACEMENTS", "DYNEVAL_LR_GRID", "CompareConfig"]
 
 #: Learning rates tried by :func:`tune_dyneval_lr`.
 DYNEVAL_LR_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
@@ -101,98 +97,221 @@ def tune_dyneval_lr(placement: Placement, tune_ids, protocol: PrequentialConfig,
     return best, results
 
 
-def _number(x: float, spec: str) -> str:
-    """``format(x, spec)``, or 3 significant digits beyond 1e6 (a diverged run's perplexity
-    would otherwise print hundreds of digits and break the table)."""
-    x = float(x)
-    if math.isfinite(x) and abs(x) >= 1e6:
-        return format(x, ("+" if spec.startswith("+") else "") + ".3g")
-    return format(x, spec)
-
-
 @dataclass(frozen=True)
-class Comparison:
-    """The result of :func:`compare`.
+class CompareConfig:
+    """The keyword arguments of :func:`compare`, as given (None: the default it stands for).
 
     Parameters
     ----------
-    rows : tuple of dict
-        One per method: method, perplexity, change_pct, ci_low, ci_high,
-        wall_time_s, wall_ratio, peak_extra_mb, adapt_params, chunks, tokens,
-        status, path.
-    protocol : PrequentialConfig
-    settings : dict
-        Everything else that defines the run (model, placement, subspace,
-        P0, Q, R, target, members, seed, tuned learning rate, ...).
-    datasets : dict
-        Method -> trajectory (xarray.Dataset).
+    methods, placement, subspace, tune_ids, protocol, members, P0, Q, R, target, decrement
+        As in :func:`compare`.
+    dyneval_lr, tune_tokens, method_options, seed, out, model_name, progress, n_boot
+        As in :func:`compare`.
+    print_fn, experts, segments, dynamics
+        As in :func:`compare`.
 
     Examples
     --------
-    >>> from da_embed.testing import tiny_gpt2, random_input_ids
-    >>> model = tiny_gpt2()
-    >>> ids = random_input_ids(model, batch=1, length=40)[0]
-    >>> res = compare(model, ids, methods="frozen,ekf", protocol=PrequentialConfig(8, 8),
-    ...               print_fn=None)
-    >>> [row["method"] for row in res.rows], sorted(res.datasets), res.rows[0]["tokens"]
-    (['frozen', 'ekf'], ['ekf', 'frozen'], 32)
-    >>> res.table().splitlines()[0]
-    'da-embed compare: model GPT2LMHeadModel, placement hidden (state n = 32), subspace none'
+    >>> CompareConfig(methods="frozen,ekf").members
+    16
     """
 
-    rows: tuple
-    protocol: PrequentialConfig
-    settings: dict
-    datasets: dict = field(repr=False)
+    methods: object = "frozen,dyneval,ekf,etkf"
+    placement: object = "hidden"
+    subspace: str | None = None
+    tune_ids: object = None
+    protocol: PrequentialConfig | None = None
+    members: int = 16
+    P0: float = 0.1
+    Q: object = 0.01
+    R: object = 1.0
+    target: str = "decrement"
+    decrement: float = 1.0
+    dyneval_lr: float | None = None
+    tune_tokens: int = 4096
+    method_options: dict | None = None
+    seed: int = 0
+    out: object = None
+    model_name: str | None = None
+    progress: bool = False
+    n_boot: int = 2000
+    print_fn: Callable[[str], None] | None = print
+    experts: object = None
+    segments: list | None = None
+    dynamics: object = None
 
-    def table(self) -> str:
-        """The printed table (header lines with the protocol, then one row per method)."""
-        s = self.settings
-        head = [
-            f"da-embed compare: model {s['model']}, placement {s['placement']} "
-            f"(state n = {s['state_dim']}), subspace {s['subspace'] or 'none'}",
-            f"prequential protocol: {self.protocol}; {s['tokens_scored']} tokens scored in "
-            f"{s['chunks']} chunks per method (stream of {s['stream_tokens']} tokens); each chunk "
-            "is scored with the state from earlier chunks only, then assimilated",
-            f"interval: {int(100 * s['ci_level'])}% circular block bootstrap over chunks of paired "
-            f"per-chunk NLL differences (block {s['ci_block']} chunks, {s['n_boot']} resamples); "
-            "memory: peak RSS above the method's start",
-        ]
-        cols = ("method", "perplexity", f"vs frozen [{int(100 * s['ci_level'])}% CI]",
-                "time x frozen", "peak extra MB", "adapt params")
-        body = []
-        for r in self.rows:
-            if r["method"] == "frozen":
-                change = "-"
-            elif math.isnan(r["ci_low"]):
-                change = f"{_number(r['change_pct'], '+.1f')}%"
+
+@dataclass(frozen=True)
+class _MethodRun:
+    """One method's run: its trajectory, wall time (s), peak extra RSS (bytes), file."""
+
+    dataset: object
+    seconds: float
+    peak_extra: float
+    path: str | None
+
+
+class _Plan:
+    """What every run of one comparison shares: labels, options, placements, learned dynamics.
+
+    Built (and every method checked) before any work: the stages of
+    :func:`compare` are its methods, in order :meth:`add_learned_rows`,
+    :meth:`check`, :meth:`tune`, :meth:`run_all`, :meth:`settings`.
+    """
+
+    def __init__(self, model, token_ids, cfg: CompareConfig) -> None:
+        self.cfg = cfg
+        self.protocol = PrequentialConfig() if cfg.protocol is None else cfg.protocol
+        self.labels = ["frozen"] + [m for m in parse_methods(cfg.methods) if m != "frozen"]
+        self.options = {k.lower(): dict(v) for k, v in (cfg.method_options or {}).items()}
+        if cfg.experts is not None:
+            for label in self.labels:
+                if split_method(label)[0] in EXPERT_METHODS:
+                    self.options.setdefault(split_method(label)[0], {}).setdefault(
+                        "experts", cfg.experts)
+        self.segments = None
+        if cfg.segments is not None:  # the segments of the part of the stream the runs read
+            n = len(np.asarray(token_ids))
+            self.segments = read_segments(cfg.segments, n if self.protocol.max_tokens is None
+                                          else min(n, self.protocol.max_tokens))
+        self.seg_attrs = (None if self.segments is None
+                          else {"segments": json.dumps(self.segments)})
+        for label in self.labels:  # every method is checked before any work
+            self._method(split_method(label)[0])
+        self.base = make_placement(model, cfg.placement)
+        self.placements = {}  # subspace spec -> placement (a Fisher basis is computed once)
+        self.learned = None
+        if cfg.dynamics is not None:
+            from .spinup import SpinupResult, load_spinup
+
+            self.learned = (cfg.dynamics if isinstance(cfg.dynamics, SpinupResult)
+                            else load_spinup(cfg.dynamics))
+        self.model_name = cfg.model_name or type(model).__name__
+
+    def _method(self, name: str):
+        cfg = self.cfg
+        return make_method(name, members=cfg.members, P0=cfg.P0, **self.options.get(name, {}))
+
+    def base_label(self, label: str) -> str:
+        """``label`` without the learned-dynamics suffix."""
+        from .spinup import LEARNED_SUFFIX
+
+        return label[:-len(LEARNED_SUFFIX)] if self.learned is not None \
+            and label.endswith(LEARNED_SUFFIX) else label
+
+    def placement_for(self, label: str):
+        """The placement of a method: the base, or its subspace (built once per spec)."""
+        name, own = split_method(self.base_label(label))
+        spec = (None if name == "frozen" or name in EXPERT_METHODS
+                else (own if own is not None else self.cfg.subspace))
+        key = parse_subspace(spec)
+        if key not in self.placements:
+            cfg = self.cfg
+            self.placements[key] = make_subspace(self.base, spec, tune_ids=cfg.tune_ids,
+                                                 protocol=self.protocol, seed=cfg.seed,
+                                                 max_tokens=cfg.tune_tokens,
+                                                 progress=cfg.progress)
+        return self.placements[key]
+
+    def runner_for(self, label: str) -> OnlineAssimilator:
+        """A fresh assimilator of one row (with the options as they are now)."""
+        cfg = self.cfg
+        flt = self._method(split_method(self.base_label(label))[0])
+        dyn, q = None, cfg.Q
+        if label != self.base_label(label):  # a fresh copy: the dynamics keep the last summary
+            dyn = copy.deepcopy(self.learned.dynamics)
+            q = np.asarray(self.learned.Q, dtype=float)
+        return OnlineAssimilator(self.placement_for(label), flt, protocol=self.protocol,
+                                 P0=cfg.P0, Q=q, R=cfg.R, target=cfg.target,
+                                 decrement=cfg.decrement, seed=cfg.seed,
+                                 model_name=self.model_name, label=label,
+                                 progress=cfg.progress, attrs=self.seg_attrs, dynamics=dyn)
+
+    def add_learned_rows(self) -> None:
+        """NAME+learned after each method whose state the learned dynamics fit."""
+        if self.learned is None:
+            return
+        from .spinup import LEARNED_SUFFIX, check_learned_placement
+
+        def fits(lab):
+            try:
+                check_learned_placement(self.learned, self.placement_for(lab))
+            except ValueError:
+                return False
+            return split_method(lab)[0] not in WINDOWED_METHODS + EXPERT_METHODS
+
+        if not any(fits(lab) for lab in self.labels):  # says what differs
+            check_learned_placement(self.learned, self.placement_for(self.labels[-1]))
+        self.labels = [x for lab in self.labels
+                       for x in ([lab, lab + LEARNED_SUFFIX] if fits(lab) else [lab])]
+
+    def check(self, token_ids) -> None:
+        """Build and check every row's settings and subspace, and the stream, before any run."""
+        for label in self.labels:
+            runner = self.runner_for(label)
+            runner._build()
+            if hasattr(runner.method, "check_placement"):  # t2: experts of this placement
+                runner.method.check_placement(runner.placement)
+        self.runner_for("frozen")._check_stream(token_ids, self.protocol)
+
+    def tune(self):
+        """Set dyneval's learning rate (given, tuned on tuning text, or 0.1); the tuning results."""
+        cfg, tuned = self.cfg, None
+        dyn_labels = [lab for lab in self.labels if split_method(lab)[0] == "dyneval"]
+        if dyn_labels and "lr" not in self.options.get("dyneval", {}):
+            if cfg.dyneval_lr is not None:
+                lr = float(cfg.dyneval_lr)
+            elif cfg.tune_ids is not None:
+                lr, tuned = tune_dyneval_lr(self.placement_for(dyn_labels[0]), cfg.tune_ids,
+                                            self.protocol, max_tokens=cfg.tune_tokens,
+                                            seed=cfg.seed, progress=cfg.progress)
             else:
-                change = (f"{_number(r['change_pct'], '+.1f')}% [{_number(r['ci_low'], '+.1f')}, "
-                          f"{_number(r['ci_high'], '+.1f')}]")
-            status = "" if r["status"] == "complete" else f" ({r['status']})"
-            body.append((r["method"] + status, _number(r["perplexity"], ".2f"), change,
-                         f"{r['wall_ratio']:.2f}", f"{r['peak_extra_mb']:.1f}",
-                         f"{r['adapt_params']}"))
-        widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
-        fmt = lambda row: "  ".join(  # noqa: E731
-            v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
-        lines = (head + ["", fmt(cols), fmt(tuple("-" * w for w in widths))]
-                 + [fmt(b) for b in body])
-        domains = list(dict.fromkeys(d for r in self.rows for d in r.get("domains") or {}))
-        if domains:  # a multi-domain stream: perplexity of the chunks starting in each domain
-            w = max(len(r["method"]) for r in self.rows)
-            lines += ["", "perplexity by domain (chunks by their first token): "
-                      + ", ".join(domains)]
-            lines += [r["method"].ljust(w) + "  " + "  ".join(
-                f"{d} {_number(r['domains'].get(d, float('nan')), '.2f')}" for d in domains)
-                for r in self.rows]
-        return "\n".join(lines)
+                lr = 0.1
+            self.options.setdefault("dyneval", {})["lr"] = lr
+        return tuned
 
-    def summary(self) -> dict:
-        """JSON-serialisable summary (written to ``summary.json``)."""
-        return {"package": "da-embed", "version": __version__,
-                "protocol": self.protocol.describe(), "settings": self.settings,
-                "rows": list(self.rows)}
+    def run_all(self, token_ids) -> dict:
+        """Every row's run, in order (after :meth:`tune`); label -> :class:`_MethodRun`."""
+        if self.cfg.out is not None:
+            os.makedirs(self.cfg.out, exist_ok=True)
+        return {label: self.run(label, token_ids) for label in self.labels}
+
+    def run(self, label: str, token_ids) -> _MethodRun:
+        """Run one row (after tuning: dyneval gets the tuned rate), timed and its RSS watched."""
+        runner = self.runner_for(label)
+        out = self.cfg.out
+        path = (None if out is None
+                else os.path.join(os.fspath(out), label.replace(":", "-") + ".nc"))
+        tic = time.perf_counter()
+        with PeakRSS() as mem:
+            runner.run(token_ids, out=path)
+        return _MethodRun(runner.dataset_, time.perf_counter() - tic, mem.peak_extra, path)
+
+    def settings(self, fro, tuned, change) -> dict:
+        """Everything but the rows that defines the run (``fro``: frozen's trajectory)."""
+        cfg, base, labels = self.cfg, self.base, self.labels
+        Q, R = cfg.Q, cfg.R
+        return {
+            "model": self.model_name,
+            "placement": type(base).__name__ if not isinstance(cfg.placement, str)
+            else str(cfg.placement), "placement_describe": base.describe(),
+            "state_dim": int(base.state_dim), "subspace": cfg.subspace,
+            "subspaces": {lab: getattr(self.placement_for(lab), "origin", None)
+                          for lab in labels},
+            "methods": labels, "members": cfg.members, "P0": cfg.P0,
+            "Q": Q if np.isscalar(Q) else "array", "R": R if np.isscalar(R) else "array",
+            "target": cfg.target, "decrement": cfg.decrement,
+            "dyneval_lr": self.options.get("dyneval", {}).get("lr"), "dyneval_lr_tuning": tuned,
+            "method_options": self.options, "seed": cfg.seed,
+            "stream_tokens": int(fro.attrs["stream_tokens"]),
+            "experts": None if cfg.experts is None else cfg.experts.params(),
+            "segments": self.segments,
+            "dynamics": (None if self.learned is None
+                         else str(self.learned.checkpoint or "in memory")),
+            "chunks": int(fro.sizes["time"]), "tokens_scored": int(fro["tokens"].sum()),
+            "ci_level": 0.95, "ci_block": change.block, "n_boot": cfg.n_boot,
+            "memory": "peak RSS during the method's run minus RSS at its start (5 ms sampling)",
+        }
 
 
 def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="hidden",
@@ -278,208 +397,40 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
     >>> [r["method"] for r in res.rows], res.rows[1]["chunks"]
     (['frozen', 'ekf'], 10)
     """
-    protocol = PrequentialConfig() if protocol is None else protocol
-    labels = [m for m in parse_methods(methods) if m != "frozen"]
-    labels = ["frozen"] + labels
-    options = {k.lower(): dict(v) for k, v in (method_options or {}).items()}
-    if experts is not None:
-        for label in labels:
-            if split_method(label)[0] in EXPERT_METHODS:
-                options.setdefault(split_method(label)[0], {}).setdefault("experts", experts)
-    if segments is not None:  # the segments of the part of the stream the runs read
-        used = len(np.asarray(token_ids)) if protocol.max_tokens is None else min(
-            len(np.asarray(token_ids)), protocol.max_tokens)
-        segments = [dict(s, stop=min(s["stop"], used)) for s in _check_segments(segments)
-                    if s["start"] < used]
-    seg_attrs = None if segments is None else {"segments": json.dumps(segments)}
-    for label in labels:  # every method is checked before any work
-        name, _ = split_method(label)
-        make_method(name, members=members, P0=P0, **options.get(name, {}))
-    base = make_placement(model, placement)
-    placements = {}  # subspace spec -> placement (a Fisher basis is computed once)
-    learned = None
-    if dynamics is not None:
-        from .spinup import LEARNED_SUFFIX, SpinupResult, check_learned_placement, load_spinup
-
-        learned = dynamics if isinstance(dynamics, SpinupResult) else load_spinup(dynamics)
-
-    def base_label(label):
-        return label[:-len(LEARNED_SUFFIX)] if learned is not None \
-            and label.endswith(LEARNED_SUFFIX) else label
-
-    def placement_for(label):
-        name, own = split_method(base_label(label))
-        spec = (None if name == "frozen" or name in EXPERT_METHODS
-                else (own if own is not None else subspace))
-        key = parse_subspace(spec)
-        if key not in placements:
-            placements[key] = make_subspace(base, spec, tune_ids=tune_ids, protocol=protocol,
-                                            seed=seed, max_tokens=tune_tokens,
-                                            progress=progress)
-        return placements[key]
-
-    mname = model_name or type(model).__name__
-
-    def runner_for(label):
-        name, _ = split_method(base_label(label))
-        flt = make_method(name, members=members, P0=P0, **options.get(name, {}))
-        dyn, q = None, Q
-        if label != base_label(label):  # a fresh copy: the dynamics keep the last summary
-            dyn, q = copy.deepcopy(learned.dynamics), np.asarray(learned.Q, dtype=float)
-        return OnlineAssimilator(placement_for(label), flt, protocol=protocol, P0=P0, Q=q, R=R,
-                                 target=target, decrement=decrement, seed=seed,
-                                 model_name=mname, label=label, progress=progress,
-                                 attrs=seg_attrs, dynamics=dyn)
-
-    if learned is not None:  # NAME+learned after each method whose state the dynamics fit
-        def fits(lab):
-            try:
-                check_learned_placement(learned, placement_for(lab))
-            except ValueError:
-                return False
-            return split_method(lab)[0] not in WINDOWED_METHODS + EXPERT_METHODS
-
-        if not any(fits(lab) for lab in labels):
-            check_learned_placement(learned, placement_for(labels[-1]))  # says what differs
-        labels = [x for lab in labels for x in ([lab, lab + LEARNED_SUFFIX] if fits(lab)
-                                                else [lab])]
-
-    for label in labels:  # subspaces and settings are built and checked before any run
-        runner = runner_for(label)
-        runner._build()
-        if hasattr(runner.method, "check_placement"):  # t2: experts of this placement
-            runner.method.check_placement(runner.placement)
-    runner_for("frozen")._check_stream(token_ids, protocol)
-    tuned = None
-    dyn_labels = [lab for lab in labels if split_method(lab)[0] == "dyneval"]
-    if dyn_labels and "lr" not in options.get("dyneval", {}):
-        if dyneval_lr is not None:
-            lr = float(dyneval_lr)
-        elif tune_ids is not None:
-            lr, tuned = tune_dyneval_lr(placement_for(dyn_labels[0]), tune_ids, protocol,
-                                        max_tokens=tune_tokens, seed=seed, progress=progress)
-        else:
-            lr = 0.1
-        options.setdefault("dyneval", {})["lr"] = lr
-    if out is not None:
-        os.makedirs(out, exist_ok=True)
-    datasets, timing, memory, paths = {}, {}, {}, {}
-    for label in labels:
-        runner = runner_for(label)  # after tuning: dyneval gets the tuned learning rate
-        path = (None if out is None
-                else os.path.join(os.fspath(out), label.replace(":", "-") + ".nc"))
-        tic = time.perf_counter()
-        with PeakRSS() as mem:
-            try:
-                runner.run(token_ids, out=path)
-            finally:
-                datasets[label] = getattr(runner, "dataset_", None)
-        timing[label] = time.perf_counter() - tic
-        memory[label] = mem.peak_extra
-        paths[label] = path
-    rows, change = _rows(labels, datasets, timing, memory, paths, n_boot, seed)
-    if segments is not None:
-        for row in rows:
-            row["domains"] = _domain_perplexities(datasets[row["method"]], segments)
-    fro = datasets["frozen"]
-    settings = {
-        "model": mname, "placement": type(base).__name__ if not isinstance(placement, str)
-        else str(placement), "placement_describe": base.describe(),
-        "state_dim": int(base.state_dim), "subspace": subspace,
-        "subspaces": {lab: getattr(placement_for(lab), "origin", None) for lab in labels},
-        "methods": labels, "members": members, "P0": P0,
-        "Q": Q if np.isscalar(Q) else "array", "R": R if np.isscalar(R) else "array",
-        "target": target, "decrement": decrement,
-        "dyneval_lr": options.get("dyneval", {}).get("lr"), "dyneval_lr_tuning": tuned,
-        "method_options": options, "seed": seed, "stream_tokens": int(fro.attrs["stream_tokens"]),
-        "experts": None if experts is None else experts.params(),
-        "segments": segments,
-        "dynamics": None if learned is None else str(learned.checkpoint or "in memory"),
-        "chunks": int(fro.sizes["time"]), "tokens_scored": int(fro["tokens"].sum()),
-        "ci_level": 0.95, "ci_block": change.block, "n_boot": n_boot,
-        "memory": "peak RSS during the method's run minus RSS at its start (5 ms sampling)",
-    }
-    result = Comparison(tuple(rows), protocol, settings, datasets)
-    if out is not None:
-        _write_summary(result, out)
-    if print_fn is not None:
-        print_fn(result.table())
+    cfg = CompareConfig(methods=methods, placement=placement, subspace=subspace,
+                        tune_ids=tune_ids, protocol=protocol, members=members, P0=P0, Q=Q, R=R,
+                        target=target, decrement=decrement, dyneval_lr=dyneval_lr,
+                        tune_tokens=tune_tokens, method_options=method_options, seed=seed,
+                        out=out, model_name=model_name, progress=progress, n_boot=n_boot,
+                        print_fn=print_fn, experts=experts, segments=segments,
+                        dynamics=dynamics)
+    plan = _Plan(model, token_ids, cfg)  # methods, options, segments, placement: checked
+    plan.add_learned_rows()
+    plan.check(token_ids)  # subspaces and settings are built and checked before any run
+    tuned = plan.tune()
+    result = _tabulate(plan, plan.run_all(token_ids), tuned)
+    _report(result, cfg)
     return result
 
 
-def _check_segments(segments) -> list[dict]:
-    """Segments as plain dicts (domain, start, stop), checked."""
-    out = []
-    try:
-        for s in segments:
-            d = {"domain": str(s["domain"]), "start": int(s["start"]), "stop": int(s["stop"])}
-            if not 0 <= d["start"] < d["stop"]:
-                raise ValueError(f"bad bounds {d}")
-            out.append(d)
-    except (TypeError, KeyError, ValueError) as exc:
-        raise ValueError(f"segments must be a list of dicts with domain, start < stop (stream "
-                         f"indices), as alternate_segments returns: {exc}") from None
-    return out
+def _tabulate(plan: _Plan, runs: dict, tuned) -> Comparison:
+    """The rows (each against frozen) and settings of the finished runs."""
+    datasets = {label: r.dataset for label, r in runs.items()}
+    rows, change = comparison_rows(plan.labels, datasets,
+                                   {label: r.seconds for label, r in runs.items()},
+                                   {label: r.peak_extra for label, r in runs.items()},
+                                   {label: r.path for label, r in runs.items()},
+                                   plan.cfg.n_boot, plan.cfg.seed)
+    if plan.segments is not None:
+        for row in rows:
+            row["domains"] = domain_perplexities(datasets[row["method"]], plan.segments)
+    settings = plan.settings(datasets["frozen"], tuned, change)
+    return Comparison(tuple(rows), plan.protocol, settings, datasets)
 
 
-def _domain_perplexities(ds, segments) -> dict:
-    """Perplexity of the chunks whose first target token lies in each domain's segments."""
-    if ds is None or ds.sizes.get("time", 0) == 0:
-        return {}
-    starts = ds["chunk_start"].values
-    domain = np.full(starts.shape, "", dtype=object)
-    for s in segments:
-        domain[(starts >= int(s["start"])) & (starts < int(s["stop"]))] = str(s["domain"])
-    nll, tokens = ds["nll"].values, ds["tokens"].values
-    return {d: perplexity(nll[domain == d], tokens[domain == d])
-            for d in dict.fromkeys(str(s["domain"]) for s in segments) if np.any(domain == d)}
-
-
-def _rows(names, datasets, timing, memory, paths, n_boot, seed):
-    fro = datasets["frozen"]
-    base_t = timing["frozen"]
-    rows, change = [], PairedChange(0.0, float("nan"), float("nan"), 0.95, 0)
-    for name in names:
-        ds = datasets[name]
-        K = min(ds.sizes["time"], fro.sizes["time"])
-        nll = ds["nll"].values
-        if name == "frozen":
-            pc = PairedChange(0.0, float("nan"), float("nan"), 0.95, 0)
-        else:
-            pc = paired_change(nll[:K], fro["nll"].values[:K], n_boot=n_boot, seed=seed)
-            change = pc
-        rows.append({
-            "method": name, "perplexity": perplexity(nll, ds["tokens"].values),
-            "change_pct": pc.change, "ci_low": pc.low, "ci_high": pc.high,
-            "wall_time_s": timing[name], "wall_ratio": timing[name] / base_t if base_t else
-            float("nan"), "peak_extra_mb": memory[name] / 2**20,
-            "adapt_params": int(ds.attrs["adaptation_parameters"]),
-            "chunks": int(ds.sizes["time"]), "tokens": int(ds["tokens"].sum()),
-            "status": str(ds.attrs.get("status", "")), "path": paths[name],
-        })
-    return rows, change
-
-
-def _write_summary(result: Comparison, out) -> None:
-    out = os.fspath(out)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(strict_json(result.summary()), f, indent=2, default=str, allow_nan=False)
-    keys = list(result.rows[0])
-    with open(os.path.join(out, "summary.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(result.rows)
-    # The per-chunk NLL of every method side by side, CF-style.
-    K = min(ds.sizes["time"] for ds in result.datasets.values())
-    names = list(result.datasets)
-    nll = np.stack([result.datasets[m]["nll"].values[:K] for m in names])  # (methods, T)
-    summary = xr.Dataset(
-        {"nll": (("method", "time"), nll, {"long_name": "prequential mean NLL per chunk",
-                                           "units": "nat"})},
-        coords={"method": ("method", names, {"long_name": "method", "units": "1"}),
-                "time": ("time", np.arange(K), {"long_name": "chunk index", "units": "1",
-                                                "axis": "T"})},
-        attrs={"Conventions": "CF-1.8", "title": "da-embed compare summary",
-               "summary": json.dumps(strict_json(result.summary()), default=str,
-                                     allow_nan=False)})
-    summary.to_netcdf(os.path.join(out, "summary.nc"), engine="netcdf4")
+def _report(result: Comparison, cfg: CompareConfig) -> None:
+    """Write the summary files (with ``out``) and print the table (with ``print_fn``)."""
+    if cfg.out is not None:
+        write_summary(result, cfg.out)
+    if cfg.print_fn is not None:
+        cfg.print_fn(result.table())
