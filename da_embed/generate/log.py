@@ -220,15 +220,16 @@ def run_attrs(model, prompt: str, cfg, setup, filter_params: dict) -> dict:
 
     Examples
     --------
+    >>> from types import SimpleNamespace
     >>> from da_embed.generate.config import GenerationConfig
-    >>> from da_embed.generate.preparation import prepare_run
-    >>> from da_embed.reference import train_tokenizer
+    >>> from da_embed.placements import HiddenScale
     >>> from da_embed.testing import tiny_gpt2
-    >>> tok = train_tokenizer("the cat sat on the mat. " * 30, vocab_size=300)
-    >>> model = tiny_gpt2(vocab_size=len(tok))
-    >>> cfg = GenerationConfig(max_new_tokens=8).checked("a cat")
-    >>> run_attrs(model, "a cat", cfg, prepare_run(model, tok, "a cat", cfg), {})["members"]
-    8
+    >>> model = tiny_gpt2()
+    >>> setup = SimpleNamespace(placement=HiddenScale(model), verifier=None, members=0)
+    >>> cfg = GenerationConfig(filter="none").checked("a cat")
+    >>> attrs = run_attrs(model, "a cat", cfg, setup, {})
+    >>> attrs["verifier"], attrs["members"], attrs["status"]
+    ('none', 0, 'running')
     """
     return {
         "title": "da-embed generation with candidates as pseudo-observations",
