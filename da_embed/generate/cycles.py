@@ -181,11 +181,8 @@ class CycleLoop:
         if self.flt is not None and c > 0:
             self.state = self.flt.forecast(self.state, self.walk, float(c), 1.0, 1, self.Qc,
                                            self.rng_filter)
-        if self.flt is not None:
-            record["forecast_mean"], record["forecast_spread"] = self.state.mean, self.state.spread
-        else:
-            record["forecast_mean"], record["forecast_spread"] = self.x.copy(), np.zeros(
-                self.setup.n)
+        record["forecast_mean"] = self.x.copy() if self.flt is None else self.state.mean
+        record["forecast_spread"] = self.spread
 
     def _assimilate(self, c: int, ctx: torch.Tensor, steps: int, record: dict) -> None:
         """Candidates of every member, their scores, and the analysis."""
