@@ -55,7 +55,14 @@ def add_parser(sub) -> None:
                     "the end, and the training trajectory spinup.nc, to --out; --resume "
                     "continues bit for bit.  Use the result with da-embed compare --dynamics "
                     "OUT.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("data and model")
+    d = SpinupConfig()  # the defaults
+    _data_arguments(p.add_argument_group("data and model"))
+    _spinup_arguments(p.add_argument_group("spin-up"), d)
+    _run_arguments(p.add_argument_group("run"), d)
+
+
+def _data_arguments(g) -> None:
+    """The corpus, the model and where the state acts."""
     g.add_argument("--corpus", help="training text file (UTF-8); default: WikiText-2 valid.txt")
     g.add_argument("--model", help="local Hugging Face causal LM folder (model + tokenizer); "
                    "default: the cached reference model")
@@ -70,8 +77,10 @@ def add_parser(sub) -> None:
                         "fisher, the same text as --tune-corpus")
     g.add_argument("--tune-tokens", type=int, default=4096,
                    help="tokens of the corpus used for a fisher subspace")
-    d = SpinupConfig()
-    g = p.add_argument_group("spin-up")
+
+
+def _spinup_arguments(g, d: SpinupConfig) -> None:
+    """The :class:`SpinupConfig` of the run (defaults ``d``)."""
     g.add_argument("--chunk", type=int, default=d.chunk, help="tokens per chunk")
     g.add_argument("--context", type=int, default=d.context, help="tokens of context (>= chunk)")
     g.add_argument("--window", type=int, default=d.window, help="chunks per window (>= 2)")
@@ -100,7 +109,10 @@ def add_parser(sub) -> None:
     g.add_argument("--samples", type=int, default=d.samples, help="posterior draws per window")
     g.add_argument("--hessian", default=d.hessian, choices=HESSIANS,
                    help="NLL Hessian blocks of the E-step")
-    g = p.add_argument_group("run")
+
+
+def _run_arguments(g, d: SpinupConfig) -> None:
+    """Seed, outputs, checkpoints and the machine."""
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--out", default="da-embed-spinup", help="output folder")
     g.add_argument("--resume", metavar="CKPT", default=None,
@@ -168,7 +180,7 @@ class SpinupJob:
         Parameters
         ----------
         args : argparse.Namespace
-            As parsed by the parser :func:`add_parser` adds.
+            The ``da-embed spinup`` arguments (all of them are read).
 
         Returns
         -------

@@ -254,13 +254,12 @@ class SpinupResult:
 
     Examples
     --------
-    >>> from da_embed.placements import HiddenScale
     >>> from da_embed.spinup import spinup
     >>> from da_embed.testing import tiny_gpt2, random_input_ids
-    >>> model = tiny_gpt2()
-    >>> ids = random_input_ids(model, batch=1, length=97)[0]
-    >>> cfg = SpinupConfig(chunk=8, context=8, window=3, batch=2, steps=1, hidden=4, rank=2)
-    >>> res = spinup(HiddenScale(model), ids, cfg, progress=False)
+    >>> model = tiny_gpt2()  # a model: spin-up on HiddenScale(model)
+    >>> res = spinup(model, random_input_ids(model, batch=1, length=97)[0],
+    ...              SpinupConfig(chunk=8, context=8, window=3, batch=2, steps=1, hidden=4,
+    ...                           rank=2), progress=False)
     >>> res.step, res.initial_state.shape, res.placement["placement"]
     (1, (32,), 'HiddenScale')
     """

@@ -163,7 +163,7 @@ def load_dynamics(path):
     Parameters
     ----------
     path : str or PathLike
-        A checkpoint's JSON or tensor file, or a folder (its latest checkpoint).
+        Where the checkpoint is, as for :func:`load_spinup`.
 
     Returns
     -------
