@@ -80,7 +80,7 @@ def _data_arguments(g) -> None:
 
 
 def _spinup_arguments(g, d: SpinupConfig) -> None:
-    """The :class:`SpinupConfig` of the run (defaults ``d``)."""
+    """The :class:`~da_embed.spinup.SpinupConfig` of the run (defaults ``d``)."""
     g.add_argument("--chunk", type=int, default=d.chunk, help="tokens per chunk")
     g.add_argument("--context", type=int, default=d.context, help="tokens of context (>= chunk)")
     g.add_argument("--window", type=int, default=d.window, help="chunks per window (>= 2)")

@@ -40,7 +40,7 @@ def _check_positive(value, name: str) -> float:
 
 @dataclass(frozen=True)
 class SpinupConfig:
-    """Settings of :func:`spinup` (checked on construction).
+    """Settings of :func:`~da_embed.spinup.spinup` (checked on construction).
 
     Parameters
     ----------
@@ -216,7 +216,7 @@ class SpinupConfig:
 
     @property
     def protocol(self) -> PrequentialConfig:
-        """The chunking of the corpus (a :class:`PrequentialConfig`)."""
+        """The chunking of the corpus (a :class:`~da_embed.protocol.PrequentialConfig`)."""
         return PrequentialConfig(chunk=self.chunk, context=self.context,
                                  max_tokens=self.max_tokens)
 
@@ -229,7 +229,7 @@ class SpinupConfig:
 
 @dataclass(frozen=True, eq=False)
 class SpinupResult:
-    """What :func:`spinup` (or :func:`load_spinup`) returns.
+    """What :func:`~da_embed.spinup.spinup` (or :func:`~da_embed.spinup.load_spinup`) returns.
 
     Parameters
     ----------
@@ -246,7 +246,7 @@ class SpinupResult:
         Adam steps done.
     config : SpinupConfig
     history : xarray.Dataset
-        The training trajectory (dim ``step``; see :data:`LOG_VARIABLES`).
+        The training trajectory (dim ``step``; see :data:`~da_embed.spinup.LOG_VARIABLES`).
     checkpoint : pathlib.Path or None
         The last checkpoint written (None without ``out``).
     placement : dict

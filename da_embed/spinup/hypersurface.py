@@ -38,7 +38,7 @@ class Hypersurface(Placement):
 
     with ``h_{k-1}`` the pooled final hidden state of chunk k - 1: the state
     space model of DESIGN.md section 2 with Q -> 0.  The state acts through a
-    wrapped placement, by default :class:`EmbeddingScale` (a context-dependent
+    wrapped placement, by default :class:`~da_embed.placements.EmbeddingScale` (a context-dependent
     transform ``e * exp(s_k)`` of the token embeddings): the embedding table
     is never edited and the LM stays frozen; only ``s_b``, the transition
     network and the adapter are trained, autoregressively (chunk k is scored

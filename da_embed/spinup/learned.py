@@ -92,7 +92,7 @@ class _Learned:
 
     def result(self, config: SpinupConfig, step: int, history, checkpoint,
                placement: dict) -> SpinupResult:
-        """The learned quantities as a :class:`SpinupResult` (copies, detached)."""
+        """The learned quantities as a :class:`~da_embed.spinup.SpinupResult` (copies, detached)."""
         n = self.n
         q = (np.zeros(n) if config.constraint == "strong"
              else torch.exp(self.log_q.detach()).numpy().copy())

@@ -239,7 +239,7 @@ class _Training:
             self.last_ckpt = self.checkpoint(done)
 
     def result(self) -> SpinupResult:
-        """The run as a :class:`SpinupResult` (its history from the records kept)."""
+        """The run as a :class:`~da_embed.spinup.SpinupResult` (history: the records kept)."""
         history = _history(self.records, self.learned.n, {**self.attrs, "status": self.status})
         return self.learned.result(self.cfg, self.done, history, self.last_ckpt,
                                    self.meta["placement"])
