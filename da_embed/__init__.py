@@ -20,13 +20,17 @@ from .dynamics import (LearnedDynamics, LowRankAdapter, RandomWalk, TransitionNe
                        count_parameters)
 from .methods import METHODS, make_method
 from .observations import TokenNLLObservation
-from .placements import (EmbeddingScale, HiddenScale, Hypersurface, Placement, RotaryScale,
+from . import placements
+from .placements import (EmbeddingScale, HiddenScale, Placement, RotaryScale,
                          SingularValueScale, Subspace)
 from .planted import PlantedDrift, PlantedShift, planted_drift, planted_shift
-from .spinup import SpinupConfig, SpinupResult, load_dynamics, load_spinup, spinup
+from .spinup import (Hypersurface, SpinupConfig, SpinupResult, load_dynamics, load_spinup,
+                     spinup)
 from .subspaces import fisher_subspace
 from .trajectory import open_trajectory
 from .transformer2 import Experts, TwoPass, load_experts, train_experts
+
+placements.Hypersurface = Hypersurface  # its home before issue 11; from da_embed.placements import Hypersurface keeps working
 
 __all__ = [
     "__version__",

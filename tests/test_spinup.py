@@ -437,10 +437,11 @@ def test_an_interrupted_spinup_resumes_from_its_last_step(tiny_stream, tmp_path,
             raise KeyboardInterrupt
         return original(*args, **kw)
 
-    monkeypatch.setattr(sp, "_weak_step", weak_step)
+    training = importlib.import_module("da_embed.spinup.training")  # where the loop looks it up
+    monkeypatch.setattr(training, "_weak_step", weak_step)
     with pytest.raises(KeyboardInterrupt):
         spinup(HiddenScale(model), ids, cfg, out=tmp_path, progress=False)
-    monkeypatch.setattr(sp, "_weak_step", original)
+    monkeypatch.setattr(training, "_weak_step", original)
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["checkpoint-000003.json"]
     resumed = spinup(HiddenScale(model), ids, cfg, out=tmp_path, resume=tmp_path,
                      progress=False)

@@ -12,7 +12,6 @@ placement                    state (n)                   where it hooks
 :class:`SingularValueScale`  sum of min(out, in)         outputs of chosen Linear / Conv1D modules
 :class:`RotaryScale`         1 or h, + h, + h - 1        rotary (cos, sin); q_proj / k_proj outputs
 :class:`Subspace`            k (wraps any of the above)  s = s_ref + P z
-:class:`Hypersurface`        n of the wrapped placement  as wrapped; s_k generated from context
 ===========================  ==========================  ==========================================
 
 Examples
@@ -31,10 +30,9 @@ Examples
 from .base import Placement
 from .embedding import EmbeddingScale
 from .hidden import HiddenScale
-from .hypersurface import Hypersurface
 from .rotary import RotaryScale, givens_matrix
 from .singular import SingularValueScale
 from .subspace import Subspace
 
 __all__ = ["Placement", "EmbeddingScale", "HiddenScale", "SingularValueScale", "RotaryScale",
-           "Subspace", "Hypersurface", "givens_matrix"]
+           "Subspace", "givens_matrix"]

@@ -1,17 +1,29 @@
-"""``Hypersurface``: a state generated from the context by the transition network."""
+"""``Hypersurface``: a state generated from the context by the transition network.
+
+Spin-up's strong-constraint limit: trained by :meth:`Hypersurface.fit`
+(:func:`~da_embed.spinup.spinup`) and rolled out by the
+:class:`~da_embed.assimilator.OnlineAssimilator`.  Its home before issue 11
+was :mod:`da_embed.placements` (``from da_embed.placements import
+Hypersurface`` still works: :mod:`da_embed` re-attaches it there).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 
+from ..assimilator import OnlineAssimilator
+from ..baselines import Frozen
 from ..dynamics import DEFAULT_HIDDEN, DEFAULT_RANK, LearnedDynamics, LowRankAdapter, \
     TransitionNetwork
-from .base import Placement, _check_int
-from .embedding import EmbeddingScale
+from ..placements import EmbeddingScale, Placement
+from ..protocol import check_int
+from .config import SpinupConfig
+from .run import spinup
 
 __all__ = ["Hypersurface"]
 
@@ -26,7 +38,7 @@ class Hypersurface(Placement):
 
     with ``h_{k-1}`` the pooled final hidden state of chunk k - 1: the state
     space model of DESIGN.md section 2 with Q -> 0.  The state acts through a
-    wrapped placement, by default :class:`EmbeddingScale` (a context-dependent
+    wrapped placement, by default :class:`~da_embed.placements.EmbeddingScale` (a context-dependent
     transform ``e * exp(s_k)`` of the token embeddings): the embedding table
     is never edited and the LM stays frozen; only ``s_b``, the transition
     network and the adapter are trained, autoregressively (chunk k is scored
@@ -74,6 +86,10 @@ class Hypersurface(Placement):
     (4, 0.0)
     """
 
+    #: Spin-up recognises a placement whose states are generated (not estimated) by this
+    #: capability, so its core need not import this class (which is built on it).
+    generates_states = True
+
     def __init__(self, placement, *, hidden: int = DEFAULT_HIDDEN, rank: int = DEFAULT_RANK,
                  seed: int = 0) -> None:
         inner = placement if isinstance(placement, Placement) else EmbeddingScale(placement)
@@ -83,7 +99,7 @@ class Hypersurface(Placement):
         self.model = inner.model
         self._ctx = None
         self.state_dim = int(inner.state_dim)
-        self.seed = _check_int(seed, "seed", minimum=0)
+        self.seed = check_int(seed, "seed", 0)
         d = int(self.model.get_output_embeddings().weight.shape[1])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
@@ -129,9 +145,6 @@ class Hypersurface(Placement):
             The trajectory (``forecast_mean`` holds the generated states,
             ``nll`` the per-chunk scores, ``perplexity`` the total).
         """
-        from ..assimilator import OnlineAssimilator
-        from ..baselines import Frozen
-
         run = OnlineAssimilator(self.placement, Frozen(), protocol=protocol,
                                 dynamics=self.dynamics(), Q=0.0, label="hypersurface",
                                 progress=progress)
@@ -157,10 +170,6 @@ class Hypersurface(Placement):
         -------
         SpinupResult
         """
-        import dataclasses
-
-        from ..spinup import SpinupConfig, spinup
-
         cfg = SpinupConfig() if config is None else config
         cfg = dataclasses.replace(cfg, constraint="strong", hidden=self.transition.hidden,
                                   rank=self.adapter.rank)
