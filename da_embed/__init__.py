@@ -30,7 +30,9 @@ from .subspaces import fisher_subspace
 from .trajectory import open_trajectory
 from .transformer2 import Experts, TwoPass, load_experts, train_experts
 
-placements.Hypersurface = Hypersurface  # its home before issue 11; from da_embed.placements import Hypersurface keeps working
+# Hypersurface lived in da_embed.placements before issue 11 (it trains itself by spin-up,
+# which sits above the placements); `from da_embed.placements import Hypersurface` keeps working.
+placements.Hypersurface = Hypersurface
 
 __all__ = [
     "__version__",
