@@ -1,0 +1,80 @@
+"""Subcommands defined by an experiment module's own ``add_parser`` and ``run_cli``.
+
+``da-embed generate``, ``claims`` and ``spinup`` are declared next to the code
+they run (:mod:`da_embed.generate`, :mod:`da_embed.claims`,
+:mod:`da_embed.spinup`); the CLI modules of the same name only forward to
+those two names.  The module is imported when the parser is built or the
+command runs, not when :mod:`da_embed.cli` is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+__all__ = ["delegate"]
+
+_ADD_DOC = """Add ``da-embed {name}`` to the subparsers (:func:`da_embed.{name}.add_parser`).
+
+Parameters
+----------
+sub : argparse._SubParsersAction
+    The subparsers of :func:`da_embed.cli.build_parser`.
+
+Examples
+--------
+>>> callable(add_parser)
+True
+"""
+
+_RUN_DOC = """Run ``da-embed {name}`` (:func:`da_embed.{name}.run_cli`).
+
+Parameters
+----------
+args : argparse.Namespace
+    The options of :func:`add_parser`.
+
+Returns
+-------
+int
+    Exit status.
+
+Examples
+--------
+>>> callable(run)
+True
+"""
+
+
+def delegate(name: str) -> tuple[Callable, Callable]:
+    """``(add_parser, run)`` forwarding to ``da_embed.<name>.add_parser`` / ``run_cli``.
+
+    Parameters
+    ----------
+    name : str
+        The experiment module (``"generate"``, ``"claims"``, ``"spinup"``).
+
+    Returns
+    -------
+    add_parser : callable
+        ``add_parser(sub)``.
+    run : callable
+        ``run(args) -> int``.
+
+    Examples
+    --------
+    >>> import argparse
+    >>> add_parser, run = delegate("spinup")
+    >>> parser = argparse.ArgumentParser()
+    >>> add_parser(parser.add_subparsers(dest="command"))
+    >>> parser.parse_args(["spinup"]).command
+    'spinup'
+    """
+    def add_parser(sub) -> None:
+        importlib.import_module(f"da_embed.{name}").add_parser(sub)
+
+    def run(args) -> int:
+        return importlib.import_module(f"da_embed.{name}").run_cli(args)
+
+    add_parser.__doc__, run.__doc__ = _ADD_DOC.format(name=name), _RUN_DOC.format(name=name)
+    return add_parser, run

@@ -1,0 +1,9 @@
+"""``da-embed generate`` (candidates as pseudo-observations): declared by :mod:`da_embed.generate`."""
+
+from __future__ import annotations
+
+from .delegate import delegate
+
+__all__ = ["add_parser", "run"]
+
+add_parser, run = delegate("generate")
