@@ -1,7 +1,7 @@
 """``da-embed claims``: its options (:func:`add_parser`) and the run (:func:`run_cli`).
 
 :func:`run_cli` turns the parsed arguments into a :class:`ClaimsOptions` at
-once; :func:`run_claims` checks them, loads the model and the verifier, and
+once, then checks them, loads the model and the verifier, and
 measures the table with :func:`~da_embed.claims.reproduce_claims`.
 """
 
@@ -16,7 +16,7 @@ from .prompts import wikitext_prompts
 from .reproduce import CLAIM_METHODS, DEFAULT_METHODS, ClaimsInterrupted, reproduce_claims
 from .table import write_claims
 
-__all__ = ["ClaimsOptions", "add_parser", "run_cli", "run_claims"]
+__all__ = ["ClaimsOptions", "add_parser", "run_cli"]
 
 
 def add_parser(sub) -> None:
@@ -25,13 +25,13 @@ def add_parser(sub) -> None:
     Parameters
     ----------
     sub : argparse._SubParsersAction
-        The subparsers of :func:`da_embed.cli.build_parser`.
+        Where ``claims`` is added (``da-embed``'s subcommands).
 
     Examples
     --------
-    >>> parser = argparse.ArgumentParser()
-    >>> add_parser(parser.add_subparsers(dest="command"))
-    >>> parser.parse_args(["claims", "--prompts", "3"]).prompts
+    >>> sub = argparse.ArgumentParser(prog="da-embed").add_subparsers(dest="command")
+    >>> add_parser(sub)
+    >>> sub.choices["claims"].parse_args(["--prompts", "3"]).prompts
     3
     """
     p = sub.add_parser(
@@ -113,7 +113,12 @@ class ClaimsOptions:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """Run ``da-embed claims`` (see :func:`run_claims`).
+    """Run ``da-embed claims``.
+
+    Generations go to ``args.out/generations.jsonl`` as they finish.  On
+    Ctrl-C, one line on stderr says how many prompts every method completed
+    and where they are kept; the table of those prompts (if any) is printed
+    and written to ``claims.json/.csv/.txt``, and the status is 130.
 
     Parameters
     ----------
@@ -124,47 +129,22 @@ def run_cli(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        Exit status: 0 done, 130 interrupted.
+        0 when the table is written; 130 after Ctrl-C.
 
     Examples
     --------
-    >>> parser = argparse.ArgumentParser()
-    >>> add_parser(parser.add_subparsers(dest="command"))
-    >>> run_cli(parser.parse_args(["claims", "--prompts", "0"]))
-    Traceback (most recent call last):
-    ...
-    ValueError: --prompts must be >= 1, got 0
-    """
-    return run_claims(ClaimsOptions.from_namespace(args))
-
-
-def run_claims(opts: ClaimsOptions) -> int:
-    """Run ``da-embed claims`` with typed options.
-
-    Generations go to ``opts.out/generations.jsonl`` as they finish.  On
-    Ctrl-C, one line on stderr says how many prompts every method completed
-    and where they are kept; the table of those prompts (if any) is printed
-    and written to ``claims.json/.csv/.txt``, and the status is 130.
-
-    Parameters
-    ----------
-    opts : ClaimsOptions
-        The options.
-
-    Returns
-    -------
-    int
-        Exit status: 0 done, 130 interrupted.
-
-    Examples
-    --------
-    >>> parser = argparse.ArgumentParser()
-    >>> add_parser(parser.add_subparsers(dest="command"))
-    >>> run_claims(ClaimsOptions.from_namespace(parser.parse_args(["claims", "--methods", "x"])))
+    >>> sub = argparse.ArgumentParser(prog="da-embed").add_subparsers(dest="command")
+    >>> add_parser(sub)
+    >>> run_cli(sub.choices["claims"].parse_args(["--methods", "base,x"]))
     Traceback (most recent call last):
     ...
     ValueError: --methods: unknown ['x']; choose from base, verification, enkf, etkf, ukf
     """
+    return _run_claims(ClaimsOptions.from_namespace(args))
+
+
+def _run_claims(opts: ClaimsOptions) -> int:
+    """:func:`run_cli` with typed options: check them, load, measure, write."""
     from ..corpora import wikitext_path
     from ..generate import load_generator, load_verifier
 

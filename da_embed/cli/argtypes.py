@@ -11,6 +11,14 @@ import argparse
 __all__ = ["positive_int", "number"]
 
 
+def _parse(text: str, kind, what: str):
+    """``kind(text)``, or the usage error "expected WHAT, got TEXT"."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1 (``--chunk``, ``--members``, ...).
 
@@ -33,38 +41,26 @@ def positive_int(text: str) -> int:
     >>> positive_int("16")
     16
     """
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    v = _parse(text, int, "an integer")
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
 
 
 def number(text: str) -> float:
-    """A float (``--P0``, ``--Q``, ...).
-
-    Parameters
-    ----------
-    text : str
-        The option's value as typed.
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    argparse.ArgumentTypeError
-        If ``text`` is not a number.
+    """A float (``--P0``, ``--Q``, ...); anything else is a usage error.
 
     Examples
     --------
     >>> number("0.1")
     0.1
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    float
     """
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    return _parse(text, float, "a number")

@@ -17,7 +17,7 @@ from .compare_inputs import (encode, expert_inputs, named_paths, needs_tuning, r
                              train_cli_experts)
 from .compare_options import CompareArgs, add_parser
 
-__all__ = ["add_parser", "run", "run_compare"]
+__all__ = ["add_parser", "run"]
 
 
 @dataclass
@@ -53,31 +53,11 @@ def run(args: argparse.Namespace) -> int:
     ...
     ValueError: --members must be >= 2 (an ensemble needs at least two members), got 1
     """
-    return run_compare(CompareArgs.from_namespace(args))
+    return _run_compare(CompareArgs.from_namespace(args))
 
 
-def run_compare(opts: CompareArgs) -> int:
-    """Run ``da-embed compare`` with typed options.
-
-    Parameters
-    ----------
-    opts : CompareArgs
-        The options.
-
-    Returns
-    -------
-    int
-        Exit status: 0 done, 130 interrupted.
-
-    Examples
-    --------
-    >>> from da_embed.cli import build_parser
-    >>> run_compare(CompareArgs.from_namespace(build_parser().parse_args(
-    ...     ["compare", "--chunk", "64", "--context", "32"])))  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: ...
-    """
+def _run_compare(opts: CompareArgs) -> int:
+    """:func:`run` with typed options, stage by stage."""
     import torch
 
     from ..compare import make_placement

@@ -38,9 +38,8 @@ class CompareArgs:
 
     Examples
     --------
-    >>> parser = argparse.ArgumentParser()
-    >>> add_parser(parser.add_subparsers(dest="command"))
-    >>> opts = CompareArgs.from_namespace(parser.parse_args(["compare", "--chunk", "16"]))
+    >>> from da_embed.cli import build_parser
+    >>> opts = CompareArgs.from_namespace(build_parser().parse_args(["compare", "--chunk", "16"]))
     >>> opts.chunk, opts.corpus, opts.progress
     (16, (), True)
     """
@@ -92,13 +91,12 @@ def add_parser(sub) -> None:
     Parameters
     ----------
     sub : argparse._SubParsersAction
-        The subparsers of :func:`da_embed.cli.build_parser`.
+        ``compare`` joins these subcommands (:func:`da_embed.cli.build_parser`).
 
     Examples
     --------
-    >>> parser = argparse.ArgumentParser()
-    >>> add_parser(parser.add_subparsers(dest="command"))
-    >>> parser.parse_args(["compare"]).methods
+    >>> from da_embed.cli import build_parser
+    >>> build_parser().parse_args(["compare"]).methods
     'frozen,dyneval,ekf,etkf'
     """
     p = sub.add_parser(

@@ -14,12 +14,11 @@ from typing import Callable
 
 __all__ = ["delegate"]
 
-_ADD_DOC = """Add ``da-embed {name}`` to the subparsers (:func:`da_embed.{name}.add_parser`).
+_ADD_DOC = """Add ``da-embed {name}``: :func:`da_embed.{name}.add_parser` ``(sub)``.
 
 Parameters
 ----------
 sub : argparse._SubParsersAction
-    The subparsers of :func:`da_embed.cli.build_parser`.
 
 Examples
 --------

@@ -1,4 +1,7 @@
-"""``da-embed generate`` (candidates as pseudo-observations): declared by :mod:`da_embed.generate`."""
+"""``da-embed generate`` (candidates as pseudo-observations).
+
+Declared by :mod:`da_embed.generate`.
+"""
 
 from __future__ import annotations
 
