@@ -6,4 +6,11 @@ from .delegate import delegate
 
 __all__ = ["add_parser", "run"]
 
-add_parser, run = delegate("claims")
+
+def _load():
+    from ..claims import add_parser, run_cli  # lazy: when the parser is built or it runs
+
+    return add_parser, run_cli
+
+
+add_parser, run = delegate("claims", _load)

@@ -9,7 +9,6 @@ command runs, not when :mod:`da_embed.cli` is imported.
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 __all__ = ["delegate"]
@@ -45,13 +44,17 @@ True
 """
 
 
-def delegate(name: str) -> tuple[Callable, Callable]:
+def delegate(name: str, load: Callable[[], tuple[Callable, Callable]]
+             ) -> tuple[Callable, Callable]:
     """``(add_parser, run)`` forwarding to ``da_embed.<name>.add_parser`` / ``run_cli``.
 
     Parameters
     ----------
     name : str
-        The experiment module (``"generate"``, ``"claims"``, ``"spinup"``).
+        The experiment module (``"generate"``, ``"claims"``, ``"spinup"``), for the docstrings.
+    load : callable
+        Imports that module's ``add_parser`` and ``run_cli`` and returns them (called
+        at each use: the import stays lazy).
 
     Returns
     -------
@@ -63,17 +66,18 @@ def delegate(name: str) -> tuple[Callable, Callable]:
     Examples
     --------
     >>> import argparse
-    >>> add_parser, run = delegate("spinup")
+    >>> from da_embed.spinup import add_parser as add, run_cli
+    >>> add_parser, run = delegate("spinup", lambda: (add, run_cli))
     >>> parser = argparse.ArgumentParser()
     >>> add_parser(parser.add_subparsers(dest="command"))
     >>> parser.parse_args(["spinup"]).command
     'spinup'
     """
     def add_parser(sub) -> None:
-        importlib.import_module(f"da_embed.{name}").add_parser(sub)
+        load()[0](sub)
 
     def run(args) -> int:
-        return importlib.import_module(f"da_embed.{name}").run_cli(args)
+        return load()[1](args)
 
     add_parser.__doc__, run.__doc__ = _ADD_DOC.format(name=name), _RUN_DOC.format(name=name)
     return add_parser, run

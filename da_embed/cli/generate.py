@@ -9,4 +9,11 @@ from .delegate import delegate
 
 __all__ = ["add_parser", "run"]
 
-add_parser, run = delegate("generate")
+
+def _load():
+    from ..generate import add_parser, run_cli  # lazy: when the parser is built or it runs
+
+    return add_parser, run_cli
+
+
+add_parser, run = delegate("generate", _load)

@@ -6,4 +6,11 @@ from .delegate import delegate
 
 __all__ = ["add_parser", "run"]
 
-add_parser, run = delegate("spinup")
+
+def _load():
+    from ..spinup import add_parser, run_cli  # lazy: when the parser is built or it runs
+
+    return add_parser, run_cli
+
+
+add_parser, run = delegate("spinup", _load)
