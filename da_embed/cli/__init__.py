@@ -11,7 +11,10 @@ than the context, ...) ends with one line naming the problem and exit status
 status 130; every completed chunk is kept in the method's netCDF file.
 
 The subcommands live in one module each (:mod:`da_embed.cli.compare`,
-:mod:`da_embed.cli.plot`, ...); this package only re-exports the entry point.
+:mod:`da_embed.cli.plot`, ...); this package only re-exports the entry point:
+
+>>> main(["compare", "--chunk", "64", "--context", "32"])  # the error goes to stderr
+2
 """
 
 from .app import build_parser, main
