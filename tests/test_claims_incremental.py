@@ -17,7 +17,7 @@ import os
 import numpy as np
 import pytest
 
-import da_embed.claims as claims
+import da_embed.claims.reproduce as claims  # the module that calls generate
 from da_embed.claims import ClaimsTable, reproduce_claims, write_claims
 from da_embed.cli import main
 from da_embed.reference import train_tokenizer
