@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .protocol import PrequentialConfig
 from .observations import TokenNLLObservation
 from .placements import Placement, Subspace
+from .progress import progress_bar
+from .protocol import PrequentialConfig
 
 __all__ = ["parse_subspace", "nll_gradients", "fisher_subspace", "make_subspace"]
 
@@ -100,13 +101,11 @@ def nll_gradients(placement: Placement, token_ids, protocol: PrequentialConfig, 
                          f"{protocol.chunk + 1} are needed")
     n = int(placement.state_dim)
     x = np.zeros(n) if state is None else np.asarray(state, dtype=float)
-    from tqdm.auto import tqdm
-
     rows, count = [], 0
     n_chunks = min(starts.size, -(-int(max_tokens) // protocol.chunk))
     with placement.attached():
-        for start in tqdm(starts[:n_chunks], desc="NLL gradients (Fisher subspace)",
-                          disable=not progress, leave=False, unit="chunk"):
+        for start in progress_bar(starts[:n_chunks], desc="NLL gradients (Fisher subspace)",
+                                  disable=not progress, leave=False, unit="chunk"):
             a = max(0, int(start) - protocol.context)
             obs = TokenNLLObservation(placement, ids[a:int(start) + protocol.chunk],
                                       protocol.chunk)
