@@ -342,18 +342,27 @@ def open_trajectory(path) -> xr.Dataset:
     Parameters
     ----------
     path : str or PathLike
+        A file written by :class:`TrajectoryWriter` (an interrupted run's file
+        holds the chunks it completed).
 
     Returns
     -------
     xarray.Dataset
+        One ``time`` entry per completed chunk, ``chunks_completed`` in all.
 
     Raises
     ------
     FileNotFoundError
         If there is no file at ``path``.
 
+    See Also
+    --------
+    filters.open_run : The reader of a run of :func:`filters.assimilate`.
+
     Examples
     --------
+    A writer closed before its first chunk leaves a trajectory of no chunks:
+
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     path = os.path.join(folder, "run.nc")

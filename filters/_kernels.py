@@ -295,11 +295,11 @@ def _lorenz_rk4_tlm(kind, x, p, dt, nsteps):
     x = x.copy()
     eye = np.eye(n)
     M = np.eye(n)
+    J = np.empty((n, n))
     k1 = np.empty(n)
     k2 = np.empty(n)
     k3 = np.empty(n)
     k4 = np.empty(n)
-    J = np.empty((n, n))
     for _ in range(nsteps):
         _lorenz_tendency(kind, x, p, k1)
         _lorenz_jacobian(kind, x, p, J)

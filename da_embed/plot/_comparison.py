@@ -167,6 +167,7 @@ def plot_comparison(summary, ax=None, *, kind: str = "bars"):
     Returns
     -------
     matplotlib.axes.Axes
+        Bars (or points) labelled with the methods, frozen as the zero line.
 
     Examples
     --------

@@ -40,6 +40,7 @@ def plot_state_heatmap(ds: xr.Dataset, ax=None, *, which: str = "analysis",
     Returns
     -------
     matplotlib.axes.Axes
+        One image, components by chunks, with its colour bar.
 
     Examples
     --------
@@ -175,6 +176,7 @@ def plot_scale_covariance(ds: xr.Dataset, ax=None, *, correlation: bool = False,
     Returns
     -------
     matplotlib.axes.Axes
+        The heatmap; its title says when it is only the diagonal from spreads.
 
     Examples
     --------

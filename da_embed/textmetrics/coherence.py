@@ -260,14 +260,19 @@ def coherence(prompts, continuations, *, encoder="auto", judge=None) -> Coherenc
     Returns
     -------
     Coherence
+        One value per prompt and their mean; ``kind`` says which measure
+        (``"cosine"`` with the encoder, ``"judge-logprob"`` with the judge).
 
     Raises
     ------
     ValueError
-        If neither an encoder nor a judge is available.
+        If ``prompts`` and ``continuations`` differ in length, or if neither an
+        encoder nor a judge is available.
 
     Examples
     --------
+    Without an encoder, a tiny judge model scores the continuation:
+
     >>> from da_embed.reference import train_tokenizer
     >>> from da_embed.testing import tiny_gpt2
     >>> tok = train_tokenizer("the cat sat on the mat. " * 30, vocab_size=300)

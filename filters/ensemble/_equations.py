@@ -122,7 +122,8 @@ def etkf_analysis(E, HE, y, R: Covariance) -> np.ndarray:
     Parameters
     ----------
     E, HE, y, R
-        As in :func:`enkf_analysis`.
+        As in :func:`enkf_analysis`; there is no ``rng``, as the transform draws
+        nothing.
 
     Returns
     -------
@@ -216,11 +217,16 @@ def ensrf_analysis(E, HE, y, R: Covariance, order: np.ndarray | None = None) -> 
 
     Examples
     --------
+    Both components observed, one after the other in either order: the same
+    mean and covariance.
+
     >>> from filters.covariance import as_covariance
     >>> E = np.random.default_rng(0).standard_normal((200, 2)) + [1.0, 0.0]
-    >>> Ea = ensrf_analysis(E, E[:, :1], np.array([0.0]), as_covariance(1.0, 1))
-    >>> Ea.mean(axis=0).round(2).tolist(), Ea.var(axis=0, ddof=1).round(2).tolist()
-    ([0.46, 0.0], [0.49, 1.02])
+    >>> R = as_covariance(1.0, 2)
+    >>> Ea = ensrf_analysis(E, E, np.zeros(2), R)
+    >>> Eb = ensrf_analysis(E, E, np.zeros(2), R, order=np.array([1, 0]))
+    >>> Ea.mean(axis=0).round(2).tolist(), np.allclose(np.cov(Ea.T), np.cov(Eb.T))
+    ([0.46, 0.0], True)
     """
     mu, A, Y, dy = _whitened(E, HE, y, R)
     if order is None:

@@ -49,6 +49,7 @@ def plot_component(ds: xr.Dataset, component: int = 0, ax=None, *, sigmas: float
     Returns
     -------
     matplotlib.axes.Axes
+        Band, mean, truth and (where observed directly) observations, with a legend.
 
     Examples
     --------
@@ -92,10 +93,12 @@ def plot_rmse(ds: xr.Dataset, ax=None, *, kind: str = "analysis"):
     ds : xarray.Dataset
     ax : matplotlib Axes, optional
     kind : {"analysis", "forecast"}
+        The RMSE and spread after the analysis or before it (of the forecast).
 
     Returns
     -------
     matplotlib.axes.Axes
+        RMSE and spread on a log scale, the end of the burn-in and the mean RMSE.
 
     Examples
     --------
@@ -146,6 +149,7 @@ def plot_covariance(ds: xr.Dataset, time: int = -1, ax=None, *, correlation: boo
     Returns
     -------
     matplotlib.axes.Axes
+        The heatmap (one image) with its colour bar.
 
     Examples
     --------
@@ -192,19 +196,26 @@ def plot_spread_skill(ds: xr.Dataset, ax=None, *, kind: str = "analysis"):
         A run with a truth.
     ax : matplotlib Axes, optional
     kind : {"analysis", "forecast"}
+        As in :func:`plot_rmse`.
 
     Returns
     -------
     matplotlib.axes.Axes
 
+    See Also
+    --------
+    plot_rmse : The same RMSE and spread as time series.
+
     Examples
     --------
+    The forecast spread of a stochastic EnKF, one point per cycle (no burn-in here):
+
     >>> import matplotlib; matplotlib.use("Agg")
-    >>> from filters import ETKF, assimilate
-    >>> from filters.settings import linear_gaussian
-    >>> ax = plot_spread_skill(assimilate(ETKF(N=10), linear_gaussian(n_obs=50), seed=0))
-    >>> len(ax.get_lines()[0].get_xdata())  # one point per cycle (no burn-in here)
-    50
+    >>> from filters import EnKF, assimilate, linear_gaussian
+    >>> ds = assimilate(EnKF(N=20), linear_gaussian(n_obs=50), seed=0)
+    >>> ax = plot_spread_skill(ds, kind="forecast")
+    >>> len(ax.get_lines()[0].get_xdata()), ax.get_xlabel()
+    (50, 'forecast spread (model units)')
     """
     if f"rmse_{kind}" not in ds:
         raise ValueError("the run has no truth, so no spread-skill plot")
@@ -237,12 +248,14 @@ def plot_rank_histogram(ds: xr.Dataset, ax=None):
 
     Examples
     --------
+    Fifteen members give sixteen bars, whose heights (relative frequencies) sum to one;
+    here only two of the four components are observed:
+
     >>> import matplotlib; matplotlib.use("Agg")
-    >>> from filters import ETKF, assimilate
-    >>> from filters.settings import linear_gaussian
-    >>> ax = plot_rank_histogram(assimilate(ETKF(N=10), linear_gaussian(n_obs=50), seed=0))
-    >>> len(ax.patches), round(float(sum(bar.get_height() for bar in ax.patches)), 6)  # N + 1 bars
-    (11, 1.0)
+    >>> from filters import EnKF, assimilate, linear_gaussian
+    >>> ax = plot_rank_histogram(assimilate(EnKF(N=15), linear_gaussian(m=2, n_obs=60), seed=1))
+    >>> len(ax.patches), round(float(sum(bar.get_height() for bar in ax.patches)), 6)
+    (16, 1.0)
     """
     if "truth_rank" not in ds:
         raise ValueError("the run has no truth_rank (it needs an ensemble filter and a truth)")

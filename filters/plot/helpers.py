@@ -41,6 +41,7 @@ def new_axes(ax=None, figsize=(7, 3.5)):
     Returns
     -------
     matplotlib.axes.Axes
+        ``ax`` itself, or the single Axes of a new figure.
 
     Examples
     --------

@@ -170,6 +170,8 @@ def gauss_newton_solve(window: VarWindow, model: Model, obs, *, maxiter: int = 1
     Returns
     -------
     WindowResult
+        The analysis, its cost and convergence (``iterations`` counts outer
+        loops); with ``covariance``, also ``tangent`` and ``posterior``.
 
     Raises
     ------
