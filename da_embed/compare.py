@@ -34,12 +34,13 @@ from .assimilator import OnlineAssimilator
 from .comparison import (Comparison, comparison_rows, domain_perplexities, read_segments,
                          write_summary)
 from .lm.models import load_model
-from .memory import PeakRSS
+from .memory import PeakHeap
 from .methods import EXPERT_METHODS, WINDOWED_METHODS, make_method, parse_methods, split_method
 from .placements import Placement
 from .placements.registry import PLACEMENTS, make_placement
 from .protocol import PrequentialConfig
 from .subspaces import make_subspace, parse_subspace
+from .trajectory import run_file_stem
 
 __all__ = ["compare", "Comparison", "make_placement", "tune_dyneval_lr", "load_model",
            "PLACEMENTS", "DYNEVAL_LR_GRID", "CompareConfig"]
@@ -277,13 +278,13 @@ class _Plan:
         return {label: self.run(label, token_ids) for label in self.labels}
 
     def run(self, label: str, token_ids) -> _MethodRun:
-        """Run one row (after tuning: dyneval gets the tuned rate), timed and its RSS watched."""
+        """Run one row (after tuning: dyneval gets the tuned rate), timed and its heap watched."""
         runner = self.runner_for(label)
         out = self.cfg.out
         path = (None if out is None
-                else os.path.join(os.fspath(out), label.replace(":", "-") + ".nc"))
+                else os.path.join(os.fspath(out), run_file_stem(label) + ".nc"))
         tic = time.perf_counter()
-        with PeakRSS() as mem:
+        with PeakHeap() as mem:
             runner.run(token_ids, out=path)
         return _MethodRun(runner.dataset_, time.perf_counter() - tic, mem.peak_extra, path)
 
@@ -310,7 +311,8 @@ class _Plan:
                          else str(self.learned.checkpoint or "in memory")),
             "chunks": int(fro.sizes["time"]), "tokens_scored": int(fro["tokens"].sum()),
             "ci_level": 0.95, "ci_block": change.block, "n_boot": cfg.n_boot,
-            "memory": "peak RSS during the method's run minus RSS at its start (5 ms sampling)",
+            "memory": f"{PeakHeap.measure} (malloc'd bytes: numpy arrays, torch CPU tensors; "
+                      "5 ms sampling), the same whatever ran before",
         }
 
 

@@ -45,7 +45,10 @@ class Comparison:
     rows : tuple of dict
         One per method: method, perplexity, change_pct, ci_low, ci_high,
         wall_time_s, wall_ratio, peak_extra_mb, adapt_params, chunks, tokens,
-        status, path.
+        status, windows, converged_windows (windowed methods: 4D-Var windows
+        solved and those whose solver reached its tolerance; None otherwise),
+        path and file (the trajectory's path and its file name; None without
+        ``out``).
     protocol : PrequentialConfig
     settings : dict
         Everything else that defines the run (model, placement, subspace,
@@ -83,10 +86,15 @@ class Comparison:
             "is scored with the state from earlier chunks only, then assimilated",
             f"interval: {int(100 * s['ci_level'])}% circular block bootstrap over chunks of paired "
             f"per-chunk NLL differences (block {s['ci_block']} chunks, {s['n_boot']} resamples); "
-            "memory: peak RSS above the method's start",
+            f"memory: {s.get('memory', 'peak extra memory')}",
         ]
+        windowed = any(r.get("windows") for r in self.rows)
+        if windowed:  # the column only where a 4D-Var row needs it (the table stays narrow)
+            head.append("converged: 4D-Var windows whose solver reached its tolerance (a row "
+                        "with fewer is an under-converged solver, not the 4D-Var minimum)")
         cols = ("method", "perplexity", f"vs frozen [{int(100 * s['ci_level'])}% CI]",
-                "time x frozen", "peak extra MB", "adapt params")
+                "time x frozen", "peak extra MB", "adapt params") + (
+                    ("converged",) if windowed else ())
         body = []
         for r in self.rows:
             if r["method"] == "frozen":
@@ -99,7 +107,7 @@ class Comparison:
             status = "" if r["status"] == "complete" else f" ({r['status']})"
             body.append((r["method"] + status, _number(r["perplexity"], ".2f"), change,
                          f"{r['wall_ratio']:.2f}", f"{r['peak_extra_mb']:.1f}",
-                         f"{r['adapt_params']}"))
+                         f"{r['adapt_params']}") + ((_converged(r),) if windowed else ()))
         widths = [max(len(c), *(len(b[i]) for b in body)) for i, c in enumerate(cols)]
         fmt = lambda row: "  ".join(  # noqa: E731
             v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
@@ -120,6 +128,22 @@ class Comparison:
         return {"package": "da-embed", "version": __version__,
                 "protocol": self.protocol.describe(), "settings": self.settings,
                 "rows": list(self.rows)}
+
+
+def _windows(ds) -> dict:
+    """Windows solved and converged, for a windowed (4D-Var) trajectory; else None."""
+    if "converged" not in ds:
+        return {"windows": None, "converged_windows": None}
+    conv = np.asarray(ds["converged"].values)
+    return {"windows": int(conv.size), "converged_windows": int(np.sum(conv > 0))}
+
+
+def _converged(row) -> str:
+    """The table's converged cell: ``k/W`` windows, or ``-`` for a method without windows."""
+    if not row.get("windows"):
+        return "-"
+    k, w = row["converged_windows"], row["windows"]
+    return f"{k}/{w}" + ("" if k == w else " (!)")
 
 
 def read_segments(segments, n_tokens: int) -> list[dict]:
@@ -249,7 +273,9 @@ def comparison_rows(names, datasets, timing, memory, paths, n_boot, seed):
             float("nan"), "peak_extra_mb": memory[name] / 2**20,
             "adapt_params": int(ds.attrs["adaptation_parameters"]),
             "chunks": int(ds.sizes["time"]), "tokens": int(ds["tokens"].sum()),
-            "status": str(ds.attrs.get("status", "")), "path": paths[name],
+            "status": str(ds.attrs.get("status", "")), **_windows(ds),
+            "path": paths[name],
+            "file": None if paths[name] is None else os.path.basename(os.fspath(paths[name])),
         })
     return rows, change
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 __all__ = ["VARIABLES", "WINDOW_VARIABLES", "FINAL", "TrajectoryWriter", "TrajectoryRecorder",
-           "open_trajectory", "netcdf_attrs", "strict_json"]
+           "open_trajectory", "netcdf_attrs", "strict_json", "run_file_stem"]
 
 #: Per-chunk variables: name -> (dims, dtype, long_name, units).
 VARIABLES: dict[str, tuple[tuple[str, ...], str, str, str]] = {
@@ -375,6 +376,31 @@ def open_trajectory(path) -> xr.Dataset:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no trajectory file at {os.fspath(path)!r}")
     return xr.load_dataset(path, engine="netcdf4")
+
+
+def run_file_stem(label: str) -> str:
+    """The shell-safe file stem of a method label (``enkf@fisher:8`` -> ``enkf_fisher-8``).
+
+    ``@`` (a method's own subspace) becomes ``_``; ``:`` and every other
+    character outside ``A-Za-z0-9._+-`` becomes ``-``, so a file name never
+    needs quoting in a shell.  The stems of canonical labels are distinct
+    (canonical method names hold no ``_``).
+
+    Parameters
+    ----------
+    label : str
+        A method label of :func:`da_embed.compare.compare`.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> run_file_stem("enkf@fisher:8"), run_file_stem("ekf+learned"), run_file_stem("4dvar")
+    ('enkf_fisher-8', 'ekf+learned', '4dvar')
+    """
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", str(label).replace("@", "_"))
 
 
 def strict_json(value):

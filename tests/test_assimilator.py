@@ -33,7 +33,7 @@ from da_embed.placements import EmbeddingScale, HiddenScale, RotaryScale, Subspa
 from da_embed.planted import planted_shift
 from da_embed.subspaces import fisher_subspace, parse_subspace
 from da_embed.testing import random_input_ids, tiny_gpt2, tiny_llama
-from da_embed.trajectory import open_trajectory
+from da_embed.trajectory import open_trajectory, run_file_stem
 from filters import EKF
 from filters.covariance import as_covariance
 from filters.states import GaussianState
@@ -556,7 +556,7 @@ def test_compare_api_tabulates_against_frozen(tmp_path):
     np.testing.assert_array_equal(res.datasets["etkf@fisher:4"].subspace_basis,
                                   res.datasets["ukf@fisher:4"].subspace_basis)
     for m in names:
-        ds = open_trajectory(tmp_path / (m.replace(":", "-") + ".nc"))
+        ds = open_trajectory(tmp_path / (run_file_stem(m) + ".nc"))
         assert ds.sizes["time"] == 15 and ds.attrs["method"] == m
         assert ("subspace_basis" in ds) == ("@" in m)
     summary = json.loads((tmp_path / "summary.json").read_text())

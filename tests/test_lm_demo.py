@@ -23,6 +23,7 @@ from da_embed.demo import (DEMO_METHODS, EVAL_MODULES, TUNE_MODULES, heldout_doc
                            licence_text, main, run_demo)
 from da_embed.reference import train_tokenizer
 from da_embed.testing import tiny_llama
+from da_embed.trajectory import run_file_stem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,12 +68,12 @@ def test_demo_prints_the_table_with_every_method_and_the_protocol(demo):
 def test_demo_writes_trajectories_summaries_and_figures(demo):
     res, text, out, _ = demo
     for m in DEMO_METHODS:
-        path = out / (m.replace(":", "-") + ".nc")
+        path = out / (run_file_stem(m) + ".nc")
         with xr.open_dataset(path) as ds:
             assert ds.sizes["time"] == 12 and ds.attrs["method"] == m
             assert {"nll", "token_nll", "analysis_mean"} <= set(ds.data_vars)
     assert sorted(p.name for p in out.glob("*.nc")) == sorted(
-        [m.replace(":", "-") + ".nc" for m in DEMO_METHODS] + ["summary.nc"])
+        [run_file_stem(m) + ".nc" for m in DEMO_METHODS] + ["summary.nc"])
     summary = json.loads((out / "summary.json").read_text())
     assert [r["method"] for r in summary["rows"]] == list(DEMO_METHODS)
     assert (out / "summary.csv").read_text().startswith("method,perplexity")
@@ -81,7 +82,7 @@ def test_demo_writes_trajectories_summaries_and_figures(demo):
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert sorted(demo_json["figures"]) == pngs
     assert {"chunk_nll.png", "chunk_nll_vs_frozen.png", "comparison.png", "shift.png",
-            "ukf@fisher-8_state_heatmap.png"} <= set(pngs)
+            "ukf_fisher-8_state_heatmap.png"} <= set(pngs)
     for name in pngs:
         assert (out / name).read_bytes()[:8] == PNG
     assert f"wrote to {out.resolve()}/" in text
@@ -113,7 +114,7 @@ def test_segment_perplexities_match_the_per_chunk_nll_in_the_files(demo):
     boundary = res.settings["demo"]["boundary"]
     rows = {r["method"]: r for r in res.settings["demo"]["segments"]}
     for m in DEMO_METHODS:
-        with xr.open_dataset(out / (m.replace(":", "-") + ".nc")) as ds:
+        with xr.open_dataset(out / (run_file_stem(m) + ".nc")) as ds:
             tok_nll = ds["token_nll"].values  # (T, L)
             first = ds["chunk_start"].values < boundary
         for seg, mask in (("docstrings", first), ("licence", ~first)):

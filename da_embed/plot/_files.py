@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..trajectory import run_file_stem
 from ._common import synthetic_trajectory
 from ._comparison import nll_table, plot_chunk_nll, plot_comparison, summary_dict
 from ._trajectory import plot_scale_covariance, plot_state_components, plot_state_heatmap
@@ -227,7 +228,10 @@ def _folder_figures(p: pathlib.Path, out: pathlib.Path, dpi, written: list) -> N
         raise ValueError(f"{os.fspath(p)!r} is not a compare output folder: it has no "
                          "summary.json, summary.nc or <method>.nc trajectory")
     if summary is not None:  # the summary's method order (frozen first)
-        order = [str(r["method"]).replace(":", "-") for r in summary["rows"]]
+        # a row's file stem: from its path (also in summaries written before the shell-safe
+        # names), else from the label
+        order = [pathlib.Path(str(r["path"])).stem if r.get("path")
+                 else run_file_stem(str(r["method"])) for r in summary["rows"]]
         trajectories = dict(sorted(trajectories.items(), key=lambda kv: (
             order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
     labels = {stem: str(ds.attrs.get("method", stem)) for stem, ds in trajectories.items()}

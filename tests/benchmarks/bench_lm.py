@@ -547,12 +547,13 @@ class ModelBench:
     def run_row(self, label: str, test_ids) -> dict:
         np = self.np
         from da_embed.metrics import paired_change, perplexity
+        from da_embed.trajectory import run_file_stem
 
         settings = self.tuned.get(label, {})
         K_all = len(self.protocol.starts(test_ids.size))
         K = K_all if not is_short(label) else max(2, -(-K_all // SHORT))
         max_tokens = 1 + K * self.protocol.stride
-        path = self.out / self.name / (label.replace(":", "-").replace("@", "_") + ".nc")
+        path = self.out / self.name / (run_file_stem(label) + ".nc")
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             path.unlink()
