@@ -12,6 +12,7 @@ to compare methods run one after another in one process.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import threading
 
@@ -140,12 +141,17 @@ class PeakHeap(PeakRSS):
     >>> import numpy as np
     >>> with PeakHeap() as mem:
     ...     block = np.ones(4_000_000)  # 32 MB, alive when the block exits
-    >>> mem.measure != "peak heap in use above the block's start" or mem.peak_extra >= 32e6
+    >>> mem.measure != "peak heap in use above the block's start" or mem.peak_extra > 30e6
     True
     """
 
     measure = ("peak heap in use above the block's start" if _MALLINFO2 is not None
                else PeakRSS.measure)
+
+    def __enter__(self):
+        # Garbage left by earlier code and freed during the block would lower the net figure.
+        gc.collect()
+        return super().__enter__()
 
     @staticmethod
     def _read() -> int | None:
