@@ -134,13 +134,13 @@ class PeakHeap(PeakRSS):
     Parameters
     ----------
     interval : float, default 0.005
-        Seconds between samples.
+        As in :class:`PeakRSS`.
 
     Examples
     --------
     >>> import numpy as np
-    >>> with PeakHeap() as mem:
-    ...     block = np.ones(4_000_000)  # 32 MB, alive when the block exits
+    >>> with PeakHeap(interval=0.01) as mem:  # a 32 MB array, alive when the block exits
+    ...     block = np.full(4_000_000, 2.0)
     >>> mem.measure != "peak heap in use above the block's start" or mem.peak_extra > 30e6
     True
     """
