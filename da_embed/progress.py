@@ -26,7 +26,8 @@ def progress_bar(iterable=None, **options):
     **options
         tqdm's options (``total``, ``desc``, ``disable``, ``unit``, ...).  When
         stderr is not a terminal, ``mininterval`` defaults to
-        :data:`LOG_INTERVAL` and ``leave`` is forced True, so a log receives a
+        :data:`LOG_INTERVAL`, ``leave`` is forced True and ``set_postfix`` /
+        ``set_description`` do not redraw by themselves, so a log receives a
         few lines per bar rather than every refresh.
 
     Returns
@@ -43,7 +44,25 @@ def progress_bar(iterable=None, **options):
 
     stream = options.get("file") or sys.stderr
     isatty = getattr(stream, "isatty", None)
-    if not (callable(isatty) and isatty()):
-        options.setdefault("mininterval", LOG_INTERVAL)
-        options["leave"] = True
-    return tqdm(iterable, **options)
+    if callable(isatty) and isatty():
+        return tqdm(iterable, **options)
+    options.setdefault("mininterval", LOG_INTERVAL)
+    options["leave"] = True
+    return _log_bar(tqdm)(iterable, **options)
+
+
+def _log_bar(tqdm):
+    """``tqdm`` whose postfix and description wait for the next refresh.
+
+    tqdm redraws at once on ``set_postfix`` / ``set_description``; in a log
+    every such call (a loss per step) would be another line.
+    """
+
+    class LogBar(tqdm):
+        def set_postfix(self, ordered_dict=None, refresh=False, **kwargs):
+            super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+        def set_description(self, desc=None, refresh=False):
+            super().set_description(desc, refresh=refresh)
+
+    return LogBar

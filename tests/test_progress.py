@@ -23,6 +23,17 @@ def test_a_bar_written_to_a_file_refreshes_rarely_and_leaves_one_line():
     assert text.endswith("\n") and "200/200" in text
 
 
+def test_postfix_updates_do_not_redraw_a_logged_bar():
+    out = io.StringIO()
+    bar = progress_bar(total=100, desc="train", file=out)
+    for step in range(100):
+        bar.update()
+        bar.set_postfix(loss=f"{1 / (step + 1):.3f}")  # tqdm alone redraws at every call
+    bar.close()
+    assert out.getvalue().count("\r") <= 3, out.getvalue()
+    assert "loss=0.010" in out.getvalue()
+
+
 def test_a_bar_on_a_terminal_keeps_tqdms_behaviour():
     out = _Terminal()
     bar = progress_bar(range(3), file=out, leave=False)
