@@ -35,6 +35,7 @@ from .comparison import (Comparison, comparison_rows, domain_perplexities, read_
                          write_summary)
 from .lm.models import load_model
 from .memory import PeakHeap
+from .overlap import check_disjoint
 from .methods import EXPERT_METHODS, WINDOWED_METHODS, make_method, parse_methods, split_method
 from .placements import Placement
 from .placements.registry import PLACEMENTS, make_placement
@@ -108,7 +109,7 @@ class CompareConfig:
         As in :func:`compare`.
     dyneval_lr, tune_tokens, method_options, seed, out, model_name, progress, n_boot
         As in :func:`compare`.
-    print_fn, experts, segments, dynamics
+    print_fn, experts, segments, dynamics, allow_overlap
         As in :func:`compare`.
 
     Examples
@@ -140,6 +141,7 @@ class CompareConfig:
     experts: object = None
     segments: list | None = None
     dynamics: object = None
+    allow_overlap: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,12 @@ class _Plan:
             if hasattr(runner.method, "check_placement"):  # t2: experts of this placement
                 runner.method.check_placement(runner.placement)
         self.runner_for("frozen")._check_stream(token_ids, self.protocol)
+        self.tuning_overlap = None
+        if self.cfg.tune_ids is not None:  # tuning on the scored text would leak it
+            scored = np.asarray(token_ids).ravel()[:self.protocol.max_tokens]
+            self.tuning_overlap = check_disjoint(
+                scored, self.cfg.tune_ids, what="the tuning text (tune_ids)",
+                allow=self.cfg.allow_overlap, option="allow_overlap=True (--allow-overlap)")
 
     def tune(self):
         """Set dyneval's learning rate (given, tuned on tuning text, or 0.1); the tuning results."""
@@ -311,6 +319,7 @@ class _Plan:
                          else str(self.learned.checkpoint or "in memory")),
             "chunks": int(fro.sizes["time"]), "tokens_scored": int(fro["tokens"].sum()),
             "ci_level": 0.95, "ci_block": change.block, "n_boot": cfg.n_boot,
+            "tuning_overlap": self.tuning_overlap, "allow_overlap": cfg.allow_overlap,
             "memory": f"{PeakHeap.measure} (malloc'd bytes: numpy arrays, torch CPU tensors; "
                       "5 ms sampling), the same whatever ran before",
         }
@@ -323,7 +332,7 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
             method_options: dict | None = None, seed: int = 0, out=None,
             model_name: str | None = None, progress: bool = False, n_boot: int = 2000,
             print_fn: Callable[[str], None] | None = print, experts=None,
-            segments=None, dynamics=None) -> Comparison:
+            segments=None, dynamics=None, allow_overlap: bool = False) -> Comparison:
     """Run several methods on one token stream and tabulate them against frozen.
 
     Parameters
@@ -384,6 +393,10 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
         step and prior mean s_b, in a row ``NAME+learned`` next to its
         random-walk row (``frozen+learned``: the learned dynamics alone, no
         data assimilated).
+    allow_overlap : bool, default False
+        Run although ``tune_ids`` shares more than 1% of the evaluation
+        stream's 16-token windows (:func:`da_embed.overlap.check_disjoint`
+        refuses otherwise); the settings and the table record it.
 
     Returns
     -------
@@ -399,13 +412,8 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
     >>> [r["method"] for r in res.rows], res.rows[1]["chunks"]
     (['frozen', 'ekf'], 10)
     """
-    cfg = CompareConfig(methods=methods, placement=placement, subspace=subspace,
-                        tune_ids=tune_ids, protocol=protocol, members=members, P0=P0, Q=Q, R=R,
-                        target=target, decrement=decrement, dyneval_lr=dyneval_lr,
-                        tune_tokens=tune_tokens, method_options=method_options, seed=seed,
-                        out=out, model_name=model_name, progress=progress, n_boot=n_boot,
-                        print_fn=print_fn, experts=experts, segments=segments,
-                        dynamics=dynamics)
+    options = dict(locals())  # the keyword arguments, as given
+    cfg = CompareConfig(**{k: v for k, v in options.items() if k not in ("model", "token_ids")})
     plan = _Plan(model, token_ids, cfg)  # methods, options, segments, placement: checked
     plan.add_learned_rows()
     plan.check(token_ids)  # subspaces and settings are built and checked before any run

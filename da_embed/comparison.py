@@ -20,6 +20,7 @@ import xarray as xr
 
 from ._version import __version__
 from .metrics import PairedChange, paired_change, perplexity
+from .overlap import MAX_SHARED
 from .protocol import PrequentialConfig
 from .trajectory import strict_json
 
@@ -88,6 +89,9 @@ class Comparison:
             f"per-chunk NLL differences (block {s['ci_block']} chunks, {s['n_boot']} resamples); "
             f"memory: {s.get('memory', 'peak extra memory')}",
         ]
+        if (s.get("tuning_overlap") or 0) > MAX_SHARED:  # allowed, but never silently
+            head.append(f"WARNING: the tuning text shares {100 * s['tuning_overlap']:.1f}% of "
+                        "the evaluation text's 16-token windows (allowed by --allow-overlap)")
         windowed = any(r.get("windows") for r in self.rows)
         if windowed:  # the column only where a 4D-Var row needs it (the table stays narrow)
             head.append("converged: 4D-Var windows whose solver reached its tolerance (a row "

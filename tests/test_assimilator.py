@@ -614,8 +614,10 @@ def test_cli_compare_runs_on_any_unicode_text(saved_model, tmp_path, capsys):
                                 "--tune-corpus", corpus, "--methods", "frozen,ekf,etkf,ukf",
                                 "--subspace", "fisher:3", "--members", 4, "--chunk", 8,
                                 "--context", 16, "--max-tokens", 200, "--tune-tokens", 64,
-                                "--out", out, "--no-progress"], capsys)
+                                "--out", out, "--no-progress",
+                                "--allow-overlap"], capsys)  # the tuning text is the corpus
     assert code == 0, stderr
+    assert "WARNING: the tuning text shares" in stdout
     assert "chunk 8, context 16, stride 8, max_tokens 200" in stdout
     assert "tokens scored in" in stdout and "vs frozen [95% CI]" in stdout
     for m in ("frozen", "ekf", "etkf", "ukf"):

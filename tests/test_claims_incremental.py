@@ -61,12 +61,16 @@ def read_lines(path):
 
 
 def interrupt_at(monkeypatch, n, log):
-    """Make the ``n``-th call of ``generate`` raise Ctrl-C; before each call, record
-    the number of lines ``log`` holds (None while it does not exist)."""
-    calls, seen = [0], []
+    """Make the ``n``-th timed call of ``generate`` raise Ctrl-C (after the untimed warm-up
+    call of each method); before each, record the number of lines ``log`` holds (None while
+    it does not exist)."""
+    calls, warm, seen = [0], [0], []
     real = claims.generate
 
     def generate(*args, **kwargs):
+        if warm[0] < len(METHODS):  # the warm-ups come first and write nothing
+            warm[0] += 1
+            return real(*args, **kwargs)
         calls[0] += 1
         seen.append(len(read_lines(log)) if os.path.exists(log) else None)
         if calls[0] == n:
@@ -229,3 +233,23 @@ def test_cli_uninterrupted_files(saved_model, corpus, tmp_path, capsys):
     assert "interrupted" not in summary["settings"] and summary["settings"]["prompts"] == 3
     assert "\ninterrupted after" not in stdout  # (the tmp path holds "uninterrupted")
     assert np.isfinite(summary["rows"][1]["slowdown"])
+
+
+def test_each_method_is_warmed_up_once_untimed_before_the_timed_generations(
+        model, tok, tmp_path, monkeypatch):
+    calls = []
+    real = claims.generate
+
+    def generate(model, tokenizer, prompt, **kwargs):
+        calls.append((prompt, kwargs["max_new_tokens"], kwargs.get("filter")))
+        return real(model, tokenizer, prompt, **kwargs)
+
+    monkeypatch.setattr(claims, "generate", generate)
+    table = reproduce_claims(model, tok, PROMPTS[:2], out=tmp_path, **RUN)
+    warm, timed = calls[:len(METHODS)], calls[len(METHODS):]
+    assert [c[:2] for c in warm] == [(PROMPTS[0], RUN["every"])] * len(METHODS)
+    assert len(timed) == 2 * len(METHODS) and {c[1] for c in timed} == {RUN["max_new_tokens"]}
+    assert [c[2] for c in warm] == [c[2] for c in timed[:len(METHODS)]]  # each method's own
+    assert len(read_lines(tmp_path / "generations.jsonl")) == len(timed)  # warm-ups not kept
+    assert "warm_up" in table.settings
+

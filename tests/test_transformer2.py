@@ -305,10 +305,14 @@ def test_cli_trains_experts_and_runs_t2_on_a_multi_domain_stream(cli_files, tmp_
               "--corpus", f / "prose.txt", "--segment-tokens", 64, "--chunk", 8, "--context",
               16, "--max-tokens", 200, "--no-progress"]
     out = tmp_path / "out"
-    code, stdout, stderr = cli(common + ["--methods", "frozen,t2,t2-cem", "--expert-corpus",
-                                         f"code={f / 'code.txt'}", "--expert-corpus",
-                                         f"prose={f / 'prose.txt'}", "--expert-steps", 5,
-                                         "--out", out], capsys)
+    train = ["--methods", "frozen,t2,t2-cem", "--expert-corpus", f"code={f / 'code.txt'}",
+             "--expert-corpus", f"prose={f / 'prose.txt'}", "--expert-steps", 5, "--out", out]
+    # The expert corpora are the evaluated texts themselves: refused in one line ...
+    code, _, stderr = cli(common + train, capsys)
+    assert code == 2 and "--expert-corpus 'code' shares" in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "--allow-overlap" in stderr
+    # ... and run when the overlap is allowed (this test is about the pipeline).
+    code, stdout, stderr = cli(common + train + ["--allow-overlap"], capsys)
     assert code == 0, stderr
     assert "multi-domain stream: code" in stdout and "prose" in stdout
     assert "perplexity by domain" in stdout and "\nt2-cem" in stdout

@@ -138,7 +138,9 @@ def _settings(prompts, names, common: dict, *, ukf_subspace, seed: int, model: s
             "verifier": getattr(verifier, "name", type(verifier).__name__),
             "ukf_subspace": ukf_subspace, "top_p": common["top_p"],
             "temperature": common["temperature"], "seed": seed, "model": model,
-            "generate_options": {k: v for k, v in generate_options.items()}}
+            "generate_options": {k: v for k, v in generate_options.items()},
+            "warm_up": "one untimed generation per method (first prompt, one cycle) before "
+                       "the timed ones"}
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,8 @@ class _GenerationLoop:
         bar = progress_bar(total=len(plan.prompts) * len(plan.names), desc="claims",
                            disable=not plan.progress, unit="generation")
         try:
+            for m in plan.names:  # untimed: the first call of a method carries its cold start
+                self._warm_up(m)
             for i, prompt in enumerate(plan.prompts):
                 for m in plan.names:
                     runs.append(self._one(i, prompt, m, log))
@@ -215,15 +219,26 @@ class _GenerationLoop:
                 log.close()
         return runs
 
+    def _kwargs(self, m: str) -> dict:
+        kw = dict(CLAIM_METHODS[m])
+        if m == "ukf" and self.plan.ukf_subspace:
+            kw["subspace"] = self.plan.ukf_subspace
+        return kw
+
+    def _warm_up(self, m: str) -> None:
+        """One short generation of method ``m`` on the first prompt, not timed or kept."""
+        plan = self.plan
+        common = dict(plan.common, max_new_tokens=min(plan.common["every"],
+                                                      plan.common["max_new_tokens"]))
+        generate(self.model, self.tokenizer, plan.prompts[0], seed=plan.seed,
+                 **self._kwargs(m), **common)
+
     def _one(self, i: int, prompt: str, m: str, log) -> ClaimRun:
         """Method ``m`` on prompt ``i``, logged."""
         plan = self.plan
-        kw = dict(CLAIM_METHODS[m])
-        if m == "ukf" and plan.ukf_subspace:
-            kw["subspace"] = plan.ukf_subspace
         with PeakMemory() as mem:
-            res = generate(self.model, self.tokenizer, prompt, seed=plan.seed + i, **kw,
-                           **plan.common)
+            res = generate(self.model, self.tokenizer, prompt, seed=plan.seed + i,
+                           **self._kwargs(m), **plan.common)
         record = {"method": m, "prompt_index": i, "prompt": prompt, "text": res.text,
                   "seconds": res.seconds, "verifier_failures": res.verifier_failures}
         if log is not None:  # on disk before the next generation starts

@@ -75,7 +75,8 @@ def _run_compare(opts: CompareArgs) -> int:
         raise ValueError(f"--placement {placement!r}: {exc}") from None
     ids, segments = _token_stream(opts, tokenizer, texts, protocol)
     if expert_texts:
-        experts = train_cli_experts(opts, model, tokenizer, placement, expert_texts, protocol)
+        experts = train_cli_experts(opts, model, tokenizer, placement, expert_texts, protocol,
+                                    eval_ids=ids[:protocol.max_tokens])
     tune_text = texts.tune_text
     if tune_text is not None and not needs_tuning(methods, opts):
         tune_text = None  # unused: no Fisher subspace, no dyneval learning rate to tune
@@ -179,7 +180,8 @@ def _run_comparison(opts: CompareArgs, model, ids, run_options: dict) -> int:
         compare(model, ids, subspace=opts.subspace, members=opts.members, P0=opts.P0,
                 Q=opts.Q, R=opts.R, target=opts.target, decrement=opts.decrement,
                 dyneval_lr=opts.dyneval_lr, tune_tokens=opts.tune_tokens, seed=opts.seed,
-                out=opts.out, progress=opts.progress, dynamics=opts.dynamics, **run_options)
+                out=opts.out, progress=opts.progress, dynamics=opts.dynamics,
+                allow_overlap=opts.allow_overlap, **run_options)
     except KeyboardInterrupt:
         print(f"\ninterrupted: every completed chunk is kept in {os.fspath(opts.out)}/"
               "<method>.nc", file=sys.stderr)

@@ -199,7 +199,8 @@ def expert_inputs(opts: CompareArgs, methods):
     return experts, texts, placement or "hidden"
 
 
-def train_cli_experts(opts: CompareArgs, model, tokenizer, placement, texts, protocol):
+def train_cli_experts(opts: CompareArgs, model, tokenizer, placement, texts, protocol,
+                      eval_ids=None):
     """Train (progress bars) and save the experts of --expert-corpus.
 
     Parameters
@@ -214,6 +215,9 @@ def train_cli_experts(opts: CompareArgs, model, tokenizer, placement, texts, pro
         Name -> training text.
     protocol : PrequentialConfig
         Its chunk and window bound the training sequences.
+    eval_ids : array_like of int, optional
+        The evaluation stream: an expert corpus sharing more than 1% of its
+        16-token windows is refused unless ``opts.allow_overlap``.
 
     Returns
     -------
@@ -225,11 +229,16 @@ def train_cli_experts(opts: CompareArgs, model, tokenizer, placement, texts, pro
     >>> callable(train_cli_experts)  # trains a model: see tests/test_transformer2.py
     True
     """
+    from ..overlap import check_disjoint
     from ..protocol import max_positions
     from ..transformer2 import train_experts
 
     ids = {n: encode(tokenizer, t, f"--expert-corpus {n!r}", protocol.chunk)
            for n, t in texts.items()}
+    if eval_ids is not None:  # an expert that has read the scored text would leak it
+        for n, v in ids.items():
+            check_disjoint(eval_ids, v, what=f"--expert-corpus {n!r}", allow=opts.allow_overlap,
+                           option="--allow-overlap")
     seq = min(protocol.window, max_positions(model) or protocol.window)
     print(f"training {len(ids)} t2 experts on {placement} ({opts.expert_steps} steps, lr "
           f"{opts.expert_lr:g}): " + ", ".join(f"{n} ({v.size} tokens)" for n, v in ids.items()),

@@ -33,6 +33,9 @@ class CompareArgs:
         As the flags of the same name.
     t2_context, t2_population, chunk, context, stride, max_tokens, seed, out, threads
         As the flags of the same name.
+    allow_overlap : bool
+        ``--allow-overlap``: run although the tuning or an expert text overlaps
+        the evaluation text.
     progress : bool
         Show progress bars (not ``--no-progress``).
 
@@ -73,6 +76,7 @@ class CompareArgs:
     seed: int
     out: str
     threads: int | None
+    allow_overlap: bool
     progress: bool
 
     @classmethod
@@ -125,6 +129,10 @@ def _data_options(g) -> None:
                    help="tokens per segment of a multi-domain stream (several --corpus)")
     g.add_argument("--tune-corpus", help="tuning text for --subspace fisher:k and the dyneval "
                    "learning rate; default: WikiText-2 valid.txt (skipped if absent)")
+    g.add_argument("--allow-overlap", action="store_true",
+                   help="run although --tune-corpus or an --expert-corpus shares more than 1%% "
+                        "of the evaluation text's 16-token windows (refused otherwise: choices "
+                        "fitted to the scored text leak it); the table says so")
     g.add_argument("--model", help="local Hugging Face causal LM folder (model + tokenizer); "
                    "default: the cached reference model (trained once, ~3 min)")
     g.add_argument("--placement", default=None,
