@@ -16,37 +16,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["PrequentialConfig", "max_positions", "check_int"]
+from .checks import check_int
 
-
-def check_int(value, name: str, minimum: int) -> int:
-    """``value`` as an int, or a ValueError naming ``name`` and the bound.
-
-    Parameters
-    ----------
-    value : object
-        The value to check (bools are rejected).
-    name : str
-        The parameter's name, for the message.
-    minimum : int
-        The smallest value allowed.
-
-    Returns
-    -------
-    int
-
-    Examples
-    --------
-    >>> check_int(3, "chunk", 1)
-    3
-    >>> check_int(0, "chunk", 1)
-    Traceback (most recent call last):
-    ...
-    ValueError: chunk must be an integer >= 1, got 0
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+__all__ = ["PrequentialConfig", "max_positions"]
 
 
 @dataclass(frozen=True)

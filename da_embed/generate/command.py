@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..protocol import check_int
+from ..checks import check_int
 from .config import FILTERS, GenerationConfig
 from .generation import generate
 from .verifiers import load_verifier

@@ -7,7 +7,7 @@ import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from ..protocol import check_int
+from ..checks import check_int
 
 __all__ = ["FILTERS", "GenerationConfig"]
 

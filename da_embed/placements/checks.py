@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..protocol import check_int
+from ..checks import check_int
 
 __all__ = ["IGNORE_INDEX", "rotary_modules"]
 
@@ -72,7 +72,7 @@ def _check_model(model, who: str) -> nn.Module:
 
 
 def _check_int(value, name: str, *, minimum: int) -> int:
-    """:func:`da_embed.protocol.check_int` with the bound as a keyword (as placements spell it)."""
+    """:func:`da_embed.checks.check_int` with the bound as a keyword (as placements spell it)."""
     return check_int(value, name, minimum)
 
 

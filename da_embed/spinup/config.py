@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from ..checks import check_int, check_positive as _check_positive
 from ..dynamics import DEFAULT_HIDDEN, DEFAULT_RANK, LearnedDynamics
-from ..protocol import PrequentialConfig, check_int
+from ..protocol import PrequentialConfig
 
 __all__ = ["SpinupConfig", "SpinupResult", "CONSTRAINTS", "PARTS", "HESSIANS",
            "AUTO_EXACT_MAX", "AUTO_EXACT_WORK", "RESUMABLE"]
@@ -29,13 +30,6 @@ AUTO_EXACT_MAX = 16
 AUTO_EXACT_WORK = 2 ** 22
 #: Configuration fields that may change when a run is resumed.
 RESUMABLE = ("steps", "checkpoint_every", "cache_chunks")
-
-
-def _check_positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)

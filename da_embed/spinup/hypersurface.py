@@ -21,7 +21,7 @@ from ..baselines import Frozen
 from ..dynamics import DEFAULT_HIDDEN, DEFAULT_RANK, LearnedDynamics, LowRankAdapter, \
     TransitionNetwork
 from ..placements import EmbeddingScale, Placement
-from ..protocol import check_int
+from ..checks import check_int
 from .config import SpinupConfig
 from .run import spinup
 

@@ -15,9 +15,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
+from ..checks import check_int, check_positive
 from ..placements.base import Placement
-from ..protocol import check_int
-from .checks import check_positive
 
 __all__ = ["CEMResult", "cem_weights", "context_nll"]
 

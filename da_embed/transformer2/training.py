@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import check_int, check_positive
 from ..corpora import _token_ids
 from ..placements.base import Placement
 from ..placements.registry import make_placement
 from ..progress import progress_bar
-from ..protocol import check_int, max_positions
-from .checks import check_positive
+from ..protocol import max_positions
 from .experts import Experts, weights_sha256
 
 __all__ = ["ExpertTrainingConfig", "train_experts"]

@@ -38,10 +38,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..baselines import PointState, _PointFilter
+from ..checks import check_int, check_positive
 from ..placements.base import Placement
-from ..protocol import check_int, max_positions
+from ..protocol import max_positions
 from .cem import cem_weights, context_nll
-from .checks import check_positive
 from .experts import Experts
 
 __all__ = ["TwoPass"]
