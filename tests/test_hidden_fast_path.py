@@ -145,3 +145,27 @@ def test_the_self_check_still_catches_logit_post_processing():
             np.testing.assert_allclose(obs(X), naive_nll(model, ids, X), atol=OP_TOL, rtol=0)
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_the_jacobian_reuses_the_scores_head_product(monkeypatch, family):
+    """The EKF scores the forecast mean, then takes the Jacobian there: one head product, not
+    two; the Jacobian equals the slow path's autograd one whether or not it re-uses."""
+    model, ids = build(family)
+    rng = np.random.default_rng(8)
+    x, other = 0.2 * rng.standard_normal(32), 0.2 * rng.standard_normal(32)
+    counting = _CountingFunctional()
+    with HiddenScale(model).attached() as placement:
+        obs = TokenNLLObservation(placement, ids.numpy(), L)
+        slow = TokenNLLObservation(placement, ids.numpy(), L, fast=False)
+        monkeypatch.setattr(observations, "F", counting)
+        obs.score(x)
+        reused = obs.jacobian(x)
+        heads = [c for c in counting.calls if c[0] is model.get_output_embeddings().weight]
+        assert len(heads) == 1  # the score's; the Jacobian took its logits
+        fresh = obs.jacobian(other)  # no score at this state: its own head product
+        heads = [c for c in counting.calls if c[0] is model.get_output_embeddings().weight]
+        assert len(heads) == 2
+        monkeypatch.undo()
+        np.testing.assert_allclose(reused, slow.jacobian(x), atol=OP_TOL, rtol=0)
+        np.testing.assert_allclose(fresh, slow.jacobian(other), atol=OP_TOL, rtol=0)

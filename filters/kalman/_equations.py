@@ -48,7 +48,9 @@ def kalman_predict(mean: np.ndarray, cov: np.ndarray, F: np.ndarray, Q: np.ndarr
     ([1.0, 0.0], [[2.1, 1.0], [1.0, 1.1]])
     """
     m = F @ mean if new_mean is None else new_mean
-    P = F @ cov @ F.T
+    # An identity F (the random walk of the LM scale states) leaves P as it is, bit for bit;
+    # the O(n^2) check saves two O(n^3) products.
+    P = cov if _is_identity(F) else F @ cov @ F.T
     if Q is not None:
         P = P + Q
     return m, symmetrize(P)
@@ -88,10 +90,20 @@ def kalman_analysis(mean: np.ndarray, cov: np.ndarray, innovation: np.ndarray, H
     cho = sla.cho_factor(S, lower=True, check_finite=False)
     K = sla.cho_solve(cho, PHt.T, check_finite=False).T  # (n, m)
     new_mean = mean + K @ innovation
-    IKH = np.eye(cov.shape[0]) - K @ H
+    # The Joseph form, associated so that every product is O(n^2 m) rather than O(n^3):
+    # (I - K H) P (I - K H)^T = M - (M H^T) K^T with M = P - K (P H^T)^T.
+    M = cov - K @ PHt.T
     KR = K * R.diag if R.is_diagonal else K @ R.matrix
-    P = IKH @ cov @ IKH.T + KR @ K.T
+    P = M - (M @ H.T) @ K.T + KR @ K.T
     return new_mean, symmetrize(P)
+
+
+def _is_identity(F: np.ndarray) -> bool:
+    """Whether the square matrix ``F`` is exactly the identity (O(n^2), no copy of size n^2)."""
+    n = F.shape[0]
+    if F.ndim != 2 or F.shape[1] != n or not np.all(F.diagonal() == 1.0):
+        return False
+    return np.count_nonzero(F) == n
 
 
 def rts_smoother(filtered_mean, filtered_cov, predicted_mean, predicted_cov, transitions):

@@ -41,6 +41,9 @@ What it measures
   processes; with one torch thread the CPU time is what the wall time would
   be on an idle core, so its ratio is the robust one under load (with two
   threads it also counts OpenMP's spin-waiting).
+* "FLOP x": torch's floating-point operations of the whole run
+  (``torch.utils.flop_counter.FlopCounterMode``) over frozen's: the time ratio
+  that the arithmetic alone would give, the floor beside each time ratio.
 * Breakdown: medians over chunks of the logged ``wall_time_score`` (the
   trunk plus the forecast mean's head) and ``wall_time_analysis`` (member
   heads plus the filter), in milliseconds.
@@ -170,6 +173,20 @@ def _runner(placements, base, spec, protocol, members, tune_ids):
                              label=spec)
 
 
+def flops_per_run(runner, ids) -> float:
+    """Floating-point operations of torch in one ``runner.run(ids)`` (``FlopCounterMode``).
+
+    The filters' own numpy arithmetic is not counted (EKF: a few ``n^2 L`` products, about
+    13 MFLOP per chunk at n = 256, L = 32; ensembles in a subspace: negligible).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        runner.run(ids)
+    return float(counter.get_total_flops())
+
+
 def bench(model, methods, *, threads=(1, 2), repeats=5, chunks=12, members=16, chunk=32,
           context=224, seed=0, legacy=False, out=print):
     """Median time per chunk of each method and its ratio to frozen, per thread count.
@@ -190,6 +207,7 @@ def bench(model, methods, *, threads=(1, 2), repeats=5, chunks=12, members=16, c
     runners = {m: _runner(placements, base, m, protocol, members, tune_ids) for m in methods}
     variants = [False, True] if legacy else [False]
     keys = [(v, m) for v in variants for m in methods]
+    flops = {m: flops_per_run(runners[m], ids) for m in methods}  # once: same for any thread count
     rows = []
     for nt in threads:
         torch.set_num_threads(int(nt))
@@ -212,7 +230,7 @@ def bench(model, methods, *, threads=(1, 2), repeats=5, chunks=12, members=16, c
             f"{chunk} tokens, context {context}, {members} members; load "
             f"{os.getloadavg()[0]:.2f}")
         out(f"{'method':<16}{'set-up':<9}{'ms/chunk':>9}{'x frozen':>9}{'score ms':>9}"
-            f"{'analysis':>9}{'run ms':>8}{'run x':>7}{'cpu ms':>8}{'cpu x':>7}")
+            f"{'analysis':>9}{'run ms':>8}{'run x':>7}{'cpu ms':>8}{'cpu x':>7}{'FLOP x':>8}")
         for v, m in keys:
             t = statistics.median(times[(v, m)])
             base_t = statistics.median(times[(v, "frozen")])
@@ -228,9 +246,11 @@ def bench(model, methods, *, threads=(1, 2), repeats=5, chunks=12, members=16, c
             rows.append({"threads": nt, "setup": setup, "method": m, "ms_per_chunk": 1e3 * t,
                          "ratio": t / base_t, "score_ms": score, "analysis_ms": ana,
                          "run_ms_per_chunk": 1e3 * w, "run_ratio": w / base_w,
-                         "cpu_ms_per_chunk": 1e3 * c, "cpu_ratio": c / base_c})
+                         "cpu_ms_per_chunk": 1e3 * c, "cpu_ratio": c / base_c,
+                         "flop_ratio": flops[m] / flops["frozen"]})
             out(f"{m:<16}{setup:<9}{1e3 * t:>9.1f}{t / base_t:>9.2f}{score:>9.1f}{ana:>9.1f}"
-                f"{1e3 * w:>8.1f}{w / base_w:>7.2f}{1e3 * c:>8.1f}{c / base_c:>7.2f}")
+                f"{1e3 * w:>8.1f}{w / base_w:>7.2f}{1e3 * c:>8.1f}{c / base_c:>7.2f}"
+                f"{flops[m] / flops['frozen']:>8.2f}")
     return rows
 
 
