@@ -126,6 +126,8 @@ def select_step(args, valid_path, forbidden=()) -> str:
     from da_embed.spinup import SpinupConfig, spinup
     from da_embed.subspaces import make_subspace
 
+    if not args.quick:  # first of all: refuse a test split, before anything is loaded
+        text, rec = read_selection_input(valid_path, role="valid", forbidden=forbidden)
     model, tokenizer, name = _model(args.quick)
     if args.quick:  # random tokens stand for valid: nothing is read
         from da_embed.testing import random_input_ids
@@ -137,7 +139,6 @@ def select_step(args, valid_path, forbidden=()) -> str:
     else:
         from da_embed.reference import encode_text
 
-        text, rec = read_selection_input(valid_path, role="valid", forbidden=forbidden)
         valid = encode_text(tokenizer, text)
         train = valid[:args.train_tokens]
         gap = args.train_tokens + 8192  # held-out valid: never trained on
