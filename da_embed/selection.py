@@ -224,6 +224,19 @@ def write_selection(path, *, step: str, methods: list, headline: dict, budget: d
     ValueError
         If an input is a test split or one of ``forbidden``, or ``methods``
         or ``headline`` is malformed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = (Path(folder) / "valid.txt").write_text("some words")
+    ...     _, rec = read_selection_input(Path(folder) / "valid.txt")
+    ...     path = write_selection(Path(folder) / "selection.json", step="demo",
+    ...                            methods=[{"row": "ekf", "settings": {"P0": 0.1}}],
+    ...                            headline={"methods": ["ekf"]}, budget={"configs": 1},
+    ...                            inputs=[rec])
+    ...     read_selection(path)["methods"]
+    [{'row': 'ekf', 'settings': {'P0': 0.1}}]
     """
     bad = {Path(f).resolve() for f in forbidden}
     for rec in inputs:
@@ -274,6 +287,13 @@ def read_selection(path) -> dict:
         If the file is not a selection file of this version.
     FileNotFoundError
         If it does not exist.
+
+    Examples
+    --------
+    >>> read_selection("no-such-selection.json")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: selection file not found: 'no-such-selection.json' (run the selection step first)
     """
     p = Path(path)
     if not p.is_file():
@@ -323,6 +343,17 @@ def read_report_text(path, selection: dict, *, n: int = NGRAM,
     ValueError
         If the test text is, or overlaps, a selection input, or an input
         changed since the selection.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     valid, test = Path(folder) / "valid.txt", Path(folder) / "test.txt"
+    ...     _ = valid.write_text(" ".join(f"v{i}" for i in range(100)))
+    ...     _ = test.write_text(" ".join(f"t{i}" for i in range(100)))
+    ...     sel = {"inputs": [read_selection_input(valid)[1]]}
+    ...     len(read_report_text(test, sel).split())
+    100
     """
     from .corpora import read_text
 
