@@ -262,6 +262,15 @@ class _Plan:
             self.tuning_overlap = check_disjoint(
                 scored, self.cfg.tune_ids, what="the tuning text (tune_ids)",
                 allow=self.cfg.allow_overlap, option="allow_overlap=True (--allow-overlap)")
+        self.expert_overlap = None
+        windows = getattr(self.cfg.experts, "windows", None)
+        if windows:  # an expert trained on the scored text would leak it
+            scored = np.asarray(token_ids).ravel()[:self.protocol.max_tokens]
+            self.expert_overlap = {
+                name: check_disjoint(scored, w, what=f"the corpus of expert {name!r}",
+                                     allow=self.cfg.allow_overlap, windows=True,
+                                     option="allow_overlap=True (--allow-overlap)")
+                for name, w in windows.items()}
 
     def tune(self):
         """Set dyneval's learning rate (given, tuned on tuning text, or 0.1); the tuning results."""
@@ -320,6 +329,7 @@ class _Plan:
             "chunks": int(fro.sizes["time"]), "tokens_scored": int(fro["tokens"].sum()),
             "ci_level": 0.95, "ci_block": change.block, "n_boot": cfg.n_boot,
             "tuning_overlap": self.tuning_overlap, "allow_overlap": cfg.allow_overlap,
+            "expert_overlap": getattr(self, "expert_overlap", None),
             "memory": f"{PeakHeap.measure} (malloc'd bytes: numpy arrays, torch CPU tensors; "
                       "5 ms sampling), the same whatever ran before",
         }
@@ -394,9 +404,12 @@ def compare(model, token_ids, *, methods="frozen,dyneval,ekf,etkf", placement="h
         random-walk row (``frozen+learned``: the learned dynamics alone, no
         data assimilated).
     allow_overlap : bool, default False
-        Run although ``tune_ids`` shares more than 1% of the evaluation
-        stream's 16-token windows (:func:`da_embed.overlap.check_disjoint`
-        refuses otherwise); the settings and the table record it.
+        Run although ``tune_ids``, or the training corpus of an expert in
+        ``experts`` (its :attr:`~da_embed.transformer2.Experts.windows`),
+        shares more than 1% of the evaluation stream's 16-token windows
+        (:func:`da_embed.overlap.check_disjoint` refuses otherwise); the
+        settings (``tuning_overlap``, ``expert_overlap``) and the table
+        record it.
 
     Returns
     -------

@@ -92,6 +92,10 @@ class Comparison:
         if (s.get("tuning_overlap") or 0) > MAX_SHARED:  # allowed, but never silently
             head.append(f"WARNING: the tuning text shares {100 * s['tuning_overlap']:.1f}% of "
                         "the evaluation text's 16-token windows (allowed by --allow-overlap)")
+        for name, frac in (s.get("expert_overlap") or {}).items():
+            if frac > MAX_SHARED:
+                head.append(f"WARNING: the corpus of expert {name!r} shares {100 * frac:.1f}% of "
+                            "the evaluation text's 16-token windows (allowed by --allow-overlap)")
         windowed = any(r.get("windows") for r in self.rows)
         if windowed:  # the column only where a 4D-Var row needs it (the table stays narrow)
             head.append("converged: 4D-Var windows whose solver reached its tolerance (a row "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NGRAM", "MAX_SHARED", "shared_fraction", "check_disjoint"]
+__all__ = ["NGRAM", "MAX_SHARED", "window_set", "shared_fraction", "check_disjoint"]
 
 #: Tokens per window.
 NGRAM = 16
@@ -38,17 +38,50 @@ def _window_hashes(ids, n: int) -> np.ndarray:
         return (windows * powers).sum(axis=1, dtype=np.uint64)
 
 
-def shared_fraction(eval_ids, other_ids, n: int = NGRAM) -> float:
+def window_set(streams, n: int = NGRAM) -> np.ndarray:
+    """The distinct window hashes of a token stream, or of a list of documents.
+
+    Windows never span two documents.  Small enough to keep with what a
+    text trained (8 bytes per distinct window), so that a later run can be
+    checked against it without the text.
+
+    Parameters
+    ----------
+    streams : array_like of int, or list of them
+        One stream (T,), or documents.
+    n : int, default :data:`NGRAM`
+
+    Returns
+    -------
+    ndarray of uint64
+        Sorted, unique.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> window_set(np.arange(20)).size, window_set([np.arange(20), np.arange(20)]).size
+    (5, 5)
+    """
+    if isinstance(streams, (list, tuple)) and streams and np.ndim(streams[0]) == 1:
+        parts = [_window_hashes(s, n) for s in streams]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+    return np.unique(_window_hashes(streams, n))
+
+
+def shared_fraction(eval_ids, other_ids, n: int = NGRAM, *, windows: bool = False) -> float:
     """Share of the evaluation stream's ``n``-token windows that also occur in another stream.
 
     Parameters
     ----------
     eval_ids : array_like of int
         The evaluation (scored) token stream.
-    other_ids : array_like of int
-        A tuning or training token stream.
+    other_ids : array_like of int, list of them, or :func:`window_set`
+        A tuning or training token stream, its documents, or the window set
+        of one (``windows=True``).
     n : int, default :data:`NGRAM`
         Tokens per window.
+    windows : bool, default False
+        ``other_ids`` is a :func:`window_set` (made with the same ``n``).
 
     Returns
     -------
@@ -67,12 +100,13 @@ def shared_fraction(eval_ids, other_ids, n: int = NGRAM) -> float:
     ev = _window_hashes(eval_ids, n)
     if ev.size == 0:
         return 0.0
-    return float(np.isin(ev, _window_hashes(other_ids, n)).mean())
+    other = np.asarray(other_ids, dtype=np.uint64) if windows else window_set(other_ids, n)
+    return float(np.isin(ev, other).mean())
 
 
 def check_disjoint(eval_ids, other_ids, *, what: str, allow: bool = False,
                    option: str = "allow_overlap=True", n: int = NGRAM,
-                   threshold: float = MAX_SHARED) -> float:
+                   threshold: float = MAX_SHARED, windows: bool = False) -> float:
     """The shared fraction of two streams; a ValueError above ``threshold`` unless allowed.
 
     Parameters
@@ -87,6 +121,8 @@ def check_disjoint(eval_ids, other_ids, *, what: str, allow: bool = False,
         How to allow it, for the message (the CLI passes ``--allow-overlap``).
     n : int, default :data:`NGRAM`
     threshold : float, default :data:`MAX_SHARED`
+    windows : bool, default False
+        ``other_ids`` is a :func:`window_set`.
 
     Returns
     -------
@@ -108,7 +144,7 @@ def check_disjoint(eval_ids, other_ids, *, what: str, allow: bool = False,
     ...
     ValueError: the tuning text shares 100.0% of the evaluation text's 16-token windows ...
     """
-    frac = shared_fraction(eval_ids, other_ids, n)
+    frac = shared_fraction(eval_ids, other_ids, n, windows=windows)
     if frac > threshold and not allow:
         raise ValueError(f"{what} shares {100 * frac:.1f}% of the evaluation text's {n}-token "
                          f"windows (more than {100 * threshold:g}%): choices fitted to the "

@@ -72,3 +72,70 @@ def test_cli_says_so_in_one_line_and_runs_with_allow_overlap(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "--allow-overlap" in err[0], err
     assert main([str(a) for a in args] + ["--allow-overlap"]) == 0
     assert "WARNING: the tuning text shares" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- spin-up
+def test_spinup_refuses_a_training_text_that_overlaps_the_evaluation_text(tmp_path):
+    import json
+
+    from da_embed.spinup import SpinupConfig, spinup
+
+    model = tiny_gpt2()
+    ids = random_input_ids(model, batch=1, length=97, seed=4)[0].numpy()
+    other = random_input_ids(model, batch=1, length=97, seed=5)[0].numpy()
+    cfg = SpinupConfig(chunk=8, context=8, window=3, batch=2, steps=1, hidden=4, rank=2)
+    with pytest.raises(ValueError, match=r"the training text shares 100\.0% .* allow_overlap"):
+        spinup(model, ids, cfg, eval_ids=ids, progress=False)
+    res = spinup(model, ids, cfg, eval_ids=ids, allow_overlap=True, out=tmp_path / "a",
+                 progress=False)
+    rec = json.loads(res.history.attrs["overlap"])
+    assert rec["shared_fraction"] == 1.0 and rec["allow_overlap"] and rec["ngram"] == NGRAM
+    saved = json.loads(res.checkpoint.with_suffix(".json").read_text())
+    assert saved["overlap"]["shared_fraction"] == 1.0
+    res = spinup(model, ids, cfg, eval_ids=other, progress=False)
+    assert json.loads(res.history.attrs["overlap"])["shared_fraction"] < MAX_SHARED
+
+
+def test_cli_spinup_says_so_in_one_line_and_runs_with_allow_overlap(tmp_path, capsys):
+    from da_embed.reference import train_tokenizer
+
+    text = " ".join(f"word{i % 97} w{i % 13}" for i in range(600)) + "\n"
+    tokenizer = train_tokenizer(text, vocab_size=300)
+    model = tiny_gpt2(vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(text, encoding="utf-8")
+    args = ["spinup", "--model", tmp_path / "m", "--corpus", corpus, "--eval-corpus", corpus,
+            "--chunk", 8, "--context", 8, "--window", 3, "--batch", 2, "--steps", 1,
+            "--hidden", 4, "--rank", 2, "--out", tmp_path / "out", "--no-progress"]
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--allow-overlap" in err[0], err
+    assert main([str(a) for a in args] + ["--allow-overlap"]) == 0
+    assert "--allow-overlap given" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- Transformer^2
+def test_compare_refuses_experts_trained_on_the_scored_text_python_api_too(tmp_path):
+    from da_embed.transformer2 import load_experts, train_experts
+
+    model = tiny_gpt2()
+    ids = random_input_ids(model, batch=1, length=8 * 6 + 1, seed=2)[0].numpy()
+    other = random_input_ids(model, batch=1, length=8 * 6 + 1, seed=3)[0].numpy()
+    experts = train_experts(model, {"seen": ids, "other": other}, placement="hidden", steps=1,
+                            batch=1, seq_len=8, progress=False)
+    kw = dict(methods="frozen,t2", placement="hidden", protocol=PrequentialConfig(8, 8),
+              print_fn=None, n_boot=20)
+    with pytest.raises(ValueError, match="the corpus of expert 'seen' shares 100.0%"):
+        compare(model, ids, experts=experts, **kw)
+    back = load_experts(experts.save(tmp_path / "experts"))  # the windows travel with the file
+    with pytest.raises(ValueError, match="the corpus of expert 'seen' shares 100.0%"):
+        compare(model, ids, experts=back, **kw)
+    res = compare(model, ids, experts=back, allow_overlap=True, **kw)
+    assert res.settings["expert_overlap"]["seen"] == 1.0
+    assert "WARNING: the corpus of expert 'seen' shares 100.0%" in res.table()
+    fresh = random_input_ids(model, batch=1, length=8 * 6 + 1, seed=9)[0].numpy()
+    res = compare(model, fresh, experts=back, **kw)
+    assert max(res.settings["expert_overlap"].values()) < MAX_SHARED

@@ -323,15 +323,19 @@ def test_cli_trains_experts_and_runs_t2_on_a_multi_domain_stream(cli_files, tmp_
         ("code", 0, 64), ("prose", 64, 128), ("code", 128, 192), ("prose", 192, 200)]
     experts = load_experts(out / "experts.json")
     assert experts.names == ("code", "prose") and experts.training["steps"] == 5
-    # The saved experts run again (the placement comes from them).
-    code, stdout, stderr = cli(common + ["--methods", "frozen,t2", "--experts",
-                                         out / "experts.json", "--out", tmp_path / "again"],
-                               capsys)
+    # The saved experts run again (the placement comes from them); they remember what they
+    # were trained on (their windows), so the same overlap is refused again unless allowed.
+    again = common + ["--methods", "frozen,t2", "--experts", out / "experts.json", "--out",
+                      tmp_path / "again"]
+    code, _, stderr = cli(again, capsys)
+    assert code == 2 and "the corpus of expert 'code' shares" in stderr, stderr
+    code, stdout, stderr = cli(again + ["--allow-overlap"], capsys)
     assert code == 0, stderr
     # Pass-1 options reach the methods (and are recorded in the trajectories).
     code, stdout, stderr = cli(common + ["--methods", "frozen,t2,t2-cem", "--experts",
                                          out / "experts.json", "--t2-context", 12,
-                                         "--t2-population", 6, "--out", tmp_path / "opts"],
+                                         "--t2-population", 6, "--out", tmp_path / "opts",
+                                         "--allow-overlap"],
                                capsys)
     assert code == 0, stderr
     params = {m: json.loads(open_trajectory(tmp_path / "opts" / f"{m}.nc").attrs["filter_params"])

@@ -8,6 +8,7 @@ data, the model and the outputs are); only those travel further.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -77,6 +78,14 @@ def _data_arguments(g) -> None:
                         "fisher, the same text as --tune-corpus")
     g.add_argument("--tune-tokens", type=int, default=4096,
                    help="tokens of the corpus used for a fisher subspace")
+    g.add_argument("--eval-corpus", default=None,
+                   help="the held-out text the learned dynamics will be evaluated on (compare's "
+                        "--corpus): a training text sharing more than 1%% of its 16-token "
+                        "windows is refused; default: WikiText-2 test.txt where found, 'none': "
+                        "no check")
+    g.add_argument("--allow-overlap", action="store_true",
+                   help="train although the corpus overlaps --eval-corpus (the checkpoints and "
+                        "spinup.nc record it)")
 
 
 def _spinup_arguments(g, d: SpinupConfig) -> None:
@@ -151,6 +160,11 @@ class SpinupJob:
         Torch threads.
     progress : bool
         Progress bars.
+    eval_corpus : str or None
+        The held-out text checked for overlap with the corpus; None:
+        WikiText-2 ``test.txt`` where found; ``"none"``: no check.
+    allow_overlap : bool
+        Train although the corpus overlaps it (recorded).
 
     Examples
     --------
@@ -172,6 +186,8 @@ class SpinupJob:
     resume: str | None
     threads: int | None
     progress: bool
+    eval_corpus: str | None = None
+    allow_overlap: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "SpinupJob":
@@ -197,11 +213,12 @@ class SpinupJob:
                            m_steps=args.m_steps, hessian=args.hessian, seed=args.seed,
                            checkpoint_every=args.checkpoint_every)
         return cls(cfg, args.corpus, args.model, args.placement, args.subspace,
-                   args.tune_tokens, args.out, args.resume, args.threads, not args.no_progress)
+                   args.tune_tokens, args.out, args.resume, args.threads, not args.no_progress,
+                   args.eval_corpus, bool(args.allow_overlap))
 
 
 def _placement_and_ids(job: SpinupJob):
-    """Read the corpus, load the model and build the placement; (placement, ids, corpus)."""
+    """Read the corpus, load the model and build the placement; (placement, ids, corpus, eval)."""
     from ..reference import encode_text
 
     cfg = job.config
@@ -223,6 +240,7 @@ def _placement_and_ids(job: SpinupJob):
     except ValueError as exc:
         raise ValueError(f"--placement {job.placement!r}: {exc}") from None
     ids = encode_text(tokenizer, text)
+    held_out = _eval_ids(job, tokenizer)
     if job.subspace is not None:
         from ..subspaces import make_subspace
 
@@ -230,7 +248,25 @@ def _placement_and_ids(job: SpinupJob):
                                   seed=cfg.seed, max_tokens=job.tune_tokens)
     if cfg.constraint == "strong":
         placement = Hypersurface(placement, hidden=cfg.hidden, rank=cfg.rank, seed=cfg.seed)
-    return placement, ids, corpus
+    return placement, ids, corpus, held_out
+
+
+def _eval_ids(job: SpinupJob, tokenizer):
+    """(path, token ids) of the held-out text of the overlap check, or None (no check)."""
+    from ..reference import encode_text
+
+    if job.eval_corpus is not None and job.eval_corpus.lower() == "none":
+        return None
+    path = job.eval_corpus
+    if path is None:
+        try:
+            path = wikitext_path("test")
+        except FileNotFoundError:
+            return None
+    try:
+        return path, encode_text(tokenizer, read_text(path))
+    except (ValueError, FileNotFoundError) as exc:
+        raise ValueError(f"--eval-corpus: {exc}") from None
 
 
 def run_cli(args) -> int:
@@ -270,12 +306,13 @@ def run_cli(args) -> int:
     cfg = job.config
     if job.resume is not None:
         _checkpoint_json(job.resume)  # a missing checkpoint fails before any loading
-    placement, ids, corpus = _placement_and_ids(job)
+    placement, ids, corpus, held_out = _placement_and_ids(job)
     print(f"corpus {os.fspath(corpus)}: {ids.size} tokens (using at most {cfg.max_tokens}); "
           f"chunk {cfg.chunk}, context {cfg.context}, window {cfg.window} chunks", flush=True)
     try:
         res = spinup(placement, ids, cfg, out=job.out, resume=job.resume,
-                     progress=job.progress)
+                     progress=job.progress, eval_ids=None if held_out is None else held_out[1],
+                     allow_overlap=job.allow_overlap)
     except KeyboardInterrupt:
         print(f"\ninterrupted: resume with --resume {os.fspath(job.out)}", file=sys.stderr)
         return 130
@@ -284,5 +321,12 @@ def run_cli(args) -> int:
     print(f"spin-up done: {res.step} steps; objective {last['objective']:.4f} nat/token, NLL "
           f"{last['nll']:.4f} (forecast {last['nll_forecast']:.4f}); Q diagonal mean "
           f"{float(np.mean(res.Q)):.3g} [{float(np.min(res.Q)):.3g}, {float(np.max(res.Q)):.3g}]")
+    if held_out is None:
+        print("overlap check: none (no --eval-corpus and no WikiText-2 test.txt found)")
+    else:
+        frac = json.loads(res.history.attrs["overlap"])["shared_fraction"]
+        print(f"overlap check: the training text shares {100 * frac:.2f}% of the 16-token "
+              f"windows of {os.fspath(held_out[0])} (limit 1%"
+              + ("; --allow-overlap given" if job.allow_overlap else "") + ")")
     print(f"checkpoint {res.checkpoint}; trajectory {Path(os.fspath(job.out)) / LOG_NAME}")
     return 0

@@ -150,6 +150,7 @@ def _run_attrs(cfg: SpinupConfig, meta: dict, target_name: str) -> dict:
             "config": json.dumps(meta["config"], default=_json_default),
             "placement": json.dumps(meta["placement"], default=str),
             "stream_sha256": meta["stream_sha256"], "model_sha256": meta["model_sha256"],
+            **({"overlap": json.dumps(meta["overlap"])} if "overlap" in meta else {}),
             "package": "da-embed", "version": __version__, "created": _now(),
             "objective": "Laplace-EM on the weak-constraint 4D-Var cost (see da_embed.spinup)"
             if cfg.constraint == "weak" else "strong-constraint cost sum_k NLL_k(s_k), "

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..overlap import MAX_SHARED, NGRAM, check_disjoint
 from ..placements import HiddenScale, Placement
 from .checkpoint import _placement_record, _read_checkpoint
 from .chunks import _corpus
@@ -47,7 +49,8 @@ def _generator(placement: Placement, cfg: SpinupConfig):
 
 
 def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *, out=None,
-           resume=None, progress: bool = True) -> SpinupResult:
+           resume=None, progress: bool = True, eval_ids=None,
+           allow_overlap: bool = False) -> SpinupResult:
     """Learn s_b, the transition network, the adapter and Q on a corpus.
 
     The method is described in :mod:`da_embed.spinup.objective`.
@@ -71,6 +74,16 @@ def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *,
         model/placement must be this run's.
     progress : bool, default True
         A progress bar (:func:`da_embed.progress.progress_bar`).
+    eval_ids : array_like of int, optional
+        The held-out text the learned dynamics will be evaluated on.  The
+        training corpus (what of it is used, ``config.max_tokens``) may
+        share at most :data:`da_embed.overlap.MAX_SHARED` (1 %) of its
+        :data:`~da_embed.overlap.NGRAM`-token windows
+        (:func:`da_embed.overlap.check_disjoint`), checked before training.
+        The fraction is recorded in the checkpoints and ``spinup.nc``
+        (``overlap``).
+    allow_overlap : bool, default False
+        Train anyway on a corpus that overlaps ``eval_ids`` (recorded).
 
     Returns
     -------
@@ -79,8 +92,9 @@ def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *,
     Raises
     ------
     ValueError
-        Bad input or a checkpoint from another configuration (the message
-        names what differs).
+        Bad input, a training corpus that overlaps ``eval_ids`` (unless
+        ``allow_overlap``) or a checkpoint from another configuration (the
+        message names what differs).
     KeyboardInterrupt
         Re-raised after a checkpoint of the last completed step is written
         (with ``out``), so ``resume=out`` loses nothing.
@@ -102,7 +116,18 @@ def spinup(model_or_placement, token_ids, config: SpinupConfig | None = None, *,
     placement = _as_placement(model_or_placement)
     hyper = _generator(placement, cfg)
     target = placement if hyper is None else hyper.placement
-    run = _Training(target, _corpus(target, token_ids, cfg), cfg, hyper)
+    corpus = _corpus(target, token_ids, cfg)
+    overlap = None
+    if eval_ids is not None:  # learning the dynamics on the scored text would leak it
+        frac = check_disjoint(eval_ids, list(corpus.docs), what="the training text",
+                              allow=allow_overlap,
+                              option="allow_overlap=True (--allow-overlap)")
+        overlap = {"shared_fraction": frac, "ngram": NGRAM, "threshold": MAX_SHARED,
+                   "allow_overlap": bool(allow_overlap),
+                   "eval_tokens": int(np.asarray(eval_ids).size)}
+    run = _Training(target, corpus, cfg, hyper)
+    if overlap is not None:
+        run.meta["overlap"] = overlap
     if resume is not None:
         run.restore(resume)
     run.open_log(None if out is None else Path(os.fspath(out)))

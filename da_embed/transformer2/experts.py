@@ -77,6 +77,11 @@ class Experts:
     training : dict
         How the experts were made (:func:`train_experts` fills it: spec of
         the placement, steps, learning rate, seed, tokens, losses, times).
+    windows : dict of str to ndarray, optional
+        Per expert, the distinct 16-token window hashes of its training
+        corpus (:func:`da_embed.overlap.window_set`; :func:`train_experts`
+        fills it), so that a comparison can refuse to score a text an expert
+        was trained on without the corpus at hand.  None: unknown.
 
     Raises
     ------
@@ -101,6 +106,7 @@ class Experts:
     placement: dict = field(repr=False)
     model_sha256: str | None = field(default=None, repr=False)
     training: dict = field(default_factory=dict, repr=False)
+    windows: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
         try:
@@ -129,6 +135,12 @@ class Experts:
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "placement", _json_ready(self.placement))
         object.__setattr__(self, "training", _json_ready(dict(self.training)))
+        if self.windows is not None:
+            if set(self.windows) != set(names):
+                raise ValueError(f"experts: windows must have one entry per expert "
+                                 f"({list(names)}), got {sorted(self.windows)}")
+            object.__setattr__(self, "windows", {k: np.asarray(self.windows[k], np.uint64)
+                                                 for k in names})
 
     def __len__(self) -> int:
         return int(self.states.shape[0])
@@ -235,7 +247,8 @@ class Experts:
         base.parent.mkdir(parents=True, exist_ok=True)
         npz = base.with_suffix(".npz")
         tmp = npz.with_name(npz.name + ".tmp.npz")
-        np.savez(tmp, states=self.states)
+        np.savez(tmp, states=self.states, **{f"windows_{i}": self.windows[n] for i, n in
+                                             enumerate(self.names) if self.windows})
         os.replace(tmp, npz)
         doc = {"format": _FORMAT, "version": __version__, "names": list(self.names),
                "state_dim": self.state_dim, "states": npz.name, "placement": self.placement,
@@ -302,11 +315,14 @@ def load_experts(path) -> Experts:
         raise FileNotFoundError(f"the experts' states are missing: {os.fspath(npz)!r}")
     with np.load(npz, allow_pickle=False) as data:
         states = np.array(data["states"])
+        names = tuple(doc.get("names") or ())
+        windows = ({n: np.array(data[f"windows_{i}"]) for i, n in enumerate(names)}
+                   if names and all(f"windows_{i}" in data for i in range(len(names))) else None)
     if states.ndim != 2 or states.shape[1] != doc.get("state_dim"):
         raise ValueError(f"experts {os.fspath(js)!r}: states have shape {states.shape}, the "
                          f"configuration says n = {doc.get('state_dim')}")
     training = dict(doc.get("training") or {})
     training["path"] = os.fspath(js)
     return Experts(tuple(doc.get("names") or ()), states, doc.get("placement") or {},
-                   doc.get("model_sha256"), training)
+                   doc.get("model_sha256"), training, windows)
 

@@ -18,6 +18,7 @@ import torch
 
 from ..checks import check_int, check_positive
 from ..corpora import _token_ids
+from ..overlap import window_set
 from ..placements.base import Placement
 from ..placements.registry import make_placement
 from ..progress import progress_bar
@@ -174,7 +175,8 @@ def train_experts(model, corpora: dict, *, placement="svf", steps: int = 100, lr
             info["seconds"][name] = seconds
             states.append(state)
     return Experts(tuple(data), np.stack(states), pl.describe(), weights_sha256(pl.model),
-                   _training_record(spec, cfg, info))
+                   _training_record(spec, cfg, info),
+                   {name: window_set(ids) for name, ids in data.items()})
 
 
 def _prepare(model, corpora, placement,

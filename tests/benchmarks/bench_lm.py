@@ -23,55 +23,55 @@ What it does
    bits over the UTF-8 bytes of the scored tokens) and **word-level
    perplexity** (exp of the total NLL over the whitespace-separated words of
    the scored text, without WikiText's per-line ``<eos>``), which are.
-2. **Tuning on valid only.**  For each model the adaptation settings are
-   picked by prequential perplexity on the first ``--tune-tokens`` tokens of
-   WikiText-2 ``valid.txt`` (that model's tokens), never on test:
-
-   * ``dyneval``: the learning rate over ``DYNEVAL_LR_GRID``;
-   * ``ekf``: P0 x Q x R (3 x 3 x 2);
-   * ``3dvar``: P0 (the static B = P0 I), with the EKF's R; ``4dvar`` takes
-     3D-Var's B and R (a window of 3D-Var costs; tuning it would cost 10x);
-   * ensemble and unscented filters (``etkf``, ``enkf``, ``ukf``, also in the
-     Fisher subspace): P0 x multiplicative inflation (3 x 2), with the EKF's
-     Q and R (the same process and observation noise model);
-   * ``verify``: the step size eta;
-   * rotary rows: P0, with the EKF's Q and R.
-
-   Methods whose analysis costs more than the LM pass tune on a shorter
-   prefix of the same tuning text (``TUNE_SHARE``).  With ``HiddenScale`` the
-   state acts after the trunk, so the trunk's output does not depend on the
-   state: tuning runs reuse it (:class:`TrunkCache`, checked bit for bit
-   against uncached runs at the start of each model).  Evaluation runs never
-   use the cache: every row pays its own LM passes.
-   The Fisher subspace (``fisher:8``: top principal directions of per-token
-   NLL gradients) is computed from the same tuning text.
-   For ``stdlib+wikivalid`` the tuning text is part of the training text: its
-   tuned settings are those of a model that has seen the tuning text.
-3. **Evaluation on test** with the tuned settings, under the prequential
-   protocol of :class:`da_embed.assimilator.PrequentialConfig` (chunk 32,
-   context 224, stride 32 by default; each chunk is scored with the state
-   estimated from earlier chunks only, then assimilated).  Every row prints
-   perplexity, the change against frozen with a 95 % circular block-bootstrap
+2. **Selection step on valid only** (``--step select``; :func:`select_step`).
+   It is handed the path of ``valid.txt`` and nothing else to read
+   (:func:`da_embed.selection.read_selection_input` refuses a test split;
+   ``test.txt`` is named to it as forbidden, compared by path, never opened).
+   Every tuned method gets **the same budget**: ``--budget`` configurations
+   (default ``DEFAULT_BUDGET``), drawn seeded and without replacement from a
+   grid of its own knobs (:data:`GRIDS`: dyneval's lr, steps, decay and
+   optimiser; the EKF's P0, Q, R; 3D/4D-Var's P0 and R; P0, Q, R and
+   inflation of the ensemble and unscented filters at ``MEMBERS`` members;
+   verify's eta and sigma; P0, Q, R of rotary rows), each run on the same
+   first ``--tune-tokens`` tokens of ``valid.txt`` and scored by prequential
+   perplexity.  A pick at the edge of a numeric knob's range is printed.
+   With ``HiddenScale`` the state acts after the trunk, so the trunk's output
+   does not depend on the state: tuning runs reuse it (:class:`TrunkCache`,
+   checked bit for bit against uncached runs at the start of each model).
+   The Fisher subspace (``fisher:8``) is computed from the same tuning text
+   and its basis saved.  The step then **names the headline filters** (the
+   filter row with the lowest valid perplexity on the full ``HiddenScale``
+   state, and over all filter rows), and writes ``selection.json``: the rows,
+   their settings and valid perplexities, the budget, the headline, the
+   SHA-256 of ``valid.txt`` and the saved bases.  For ``stdlib+wikivalid``
+   the tuning text is part of the training text.
+3. **Report step on test** (``--step report``; :func:`report_step`): reads
+   the selection file and ``test.txt`` (refused if it is, or shares more than
+   1 % of its 16-word windows with, a selection input) and takes every choice
+   from the file.  Every row runs once untimed on two chunks (warm-up), then
+   under the prequential protocol of
+   :class:`da_embed.assimilator.PrequentialConfig` (chunk 32, context 224,
+   stride 32 by default; each chunk is scored with the state estimated from
+   earlier chunks only, then assimilated).  Every row prints perplexity, its
+   budget, the change against frozen with a 95 % circular block-bootstrap
    interval over chunks of the paired per-chunk NLL differences, bits per
-   byte, word-level perplexity, the time ratio to frozen (the row's per-chunk
-   wall times summed over its chunks, divided by frozen's over the same chunks,
-   measured in the same run), the time ratio to the row's own scoring pass
-   (per chunk, the method's wall time over the time of scoring the chunk with
-   the forecast mean; for ``HiddenScale`` rows that is exactly frozen's work at
-   that moment, so the ratio is robust to load from other processes on a
-   shared machine; rotary rows score through the full model, so theirs is
-   not), and the chunk/token counts.
+   byte, word-level perplexity, the time ratio to frozen (per-chunk wall
+   times summed over the row's chunks, over frozen's on the same chunks, same
+   run), the time ratio to the row's own scoring pass (robust to load from
+   other processes for ``HiddenScale`` rows), and the chunk/token counts.
    Rows whose analysis costs several LM passes (``4dvar``, rotary rows) run on
    the first ``1/SHORT`` of the chunks and are compared with frozen (and
-   dyneval) on those chunks only.
-4. **Targets** of issue 4, checked and printed: the best filter lowers
-   perplexity at least as much as tuned ``dyneval`` on the same state (the
-   full ``HiddenScale`` state) at no more wall time than ``dyneval``;
+   dyneval) on those chunks only.  ``--step all`` (the default) runs one step
+   and then the other.
+4. **Targets** of issue 4, checked for the filters the selection named (not
+   the best on test): the named filter lowers perplexity at least as much as
+   tuned ``dyneval`` on the same chunks at no more wall time;
    ``HiddenScale`` with 16 members costs at most 1.5x frozen.  Anchor: dynamic
    evaluation of GPT-2 117M on WikiText-2 goes from 29.0 to 24.5 (-15.5 %) at
    about twice the static cost (Krause et al. 2018, as quoted in issue 4).
 
-Outputs (``--out``, default ``runs/bench_lm``): ``rows.jsonl`` (one line per
+Outputs (``--out``, default ``runs/bench_lm``): ``selection.json`` and
+``selection.md`` (the selection step), ``rows.jsonl`` (one line per
 evaluated row, appended as soon as the row finishes), ``tuning.jsonl`` (one
 line per tuning run), ``<model>/<row>.nc`` (the trajectory of each row,
 appended chunk by chunk, so an interrupted run keeps what it did), and
@@ -80,26 +80,25 @@ section of ``docs/benchmarks.md`` (appended if missing; other sections are
 left alone) after each model and at the end of a full run (``--quick`` only
 writes it with ``--docs``).
 
-Budget: the full run (both models, tuning and evaluation, models already
-cached) must take at most 45 minutes on a quiet 2-core machine.  It uses one
-torch thread, so its process CPU time is about its wall time on a quiet
-machine; it prints both, and the background load.  Measured that way in the
-full run of 2026-11-22 (reference architecture, 4.2M parameters): tuning took
-420 s (stdlib) and 350 s (stdlib+wikivalid) of CPU, evaluation 0.69 and
-0.72 s of CPU per chunk of test text over all default rows.  The whole
-``test.txt`` is 14.9k chunks with the stdlib tokenizer (12.1k with the
-other), about 3 and 2.5 hours per model, so the default is a prefix: the
-first ``DEFAULT_MAX_TOKENS`` = 32768 tokens of the stdlib tokenizer (86k
-characters, 287 lines; 1030 and 820 chunks), 35 minutes of CPU for both
-models (models cached; training one takes about 2.5 minutes more on a
-quiet machine).  ``--max-tokens 0`` evaluates the whole file.
+Cost: the script uses one torch thread, so its process CPU time is about
+its wall time on a quiet machine; it prints both, and the background load.
+Evaluation cost about 0.7 s of CPU per chunk of test text over all default
+rows in the run of 2026-11-22 (reference architecture, 4.2M parameters).
+The whole ``test.txt`` is 14.9k chunks with the stdlib tokenizer (12.1k
+with the other), about 3 and 2.5 hours per model, so the default is a
+prefix: the first ``DEFAULT_MAX_TOKENS`` = 32768 tokens of the stdlib
+tokenizer (86k characters, 287 lines; 1030 and 820 chunks).  ``--max-tokens
+0`` evaluates the whole file.  The equal tuning budget costs far more than
+the old per-method grids for the expensive rows (every method runs
+``--budget`` configurations on all ``--tune-tokens`` tokens; 4D-Var and the
+rotary rows several LM passes per chunk): ``docs/benchmarks.md`` gives the
+measured times of the sizes actually run.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import itertools
 import json
 import math
 import os
@@ -111,6 +110,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import warm_up  # noqa: E402  (the benchmarks' shared helpers)
+
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Language models"
 
@@ -120,11 +122,26 @@ DEFAULT_METHODS = ("frozen,dyneval,ekf,3dvar,etkf,enkf,etkf@fisher:8,ukf@fisher:
 #: Test tokens evaluated by default (tokens of the first model; the text prefix is shared).
 DEFAULT_MAX_TOKENS = 32_768
 DEFAULT_TUNE_TOKENS = 20_000
+#: Configurations every tuned method gets (the equal tuning budget).
+DEFAULT_BUDGET = 8
 MEMBERS = 16
 #: Rows that run on the first 1/SHORT of the chunks (analysis costs several LM passes).
 SHORT = 4
-#: Tuning-text share: a method family tunes on the first tune_tokens / share tokens.
-TUNE_SHARE = {"dyneval": 1, "ekf": 1, "ensemble": 2, "verify": 2, "3dvar": 4, "rotary": 8}
+_P0 = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+_Q = (0.001, 0.003, 0.01, 0.03, 0.1)
+_R = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: Each family's own knobs; every method draws the same number of configurations from its grid.
+GRIDS = {
+    "dyneval": {"lr": (0.003, 0.01, 0.03, 0.1, 0.3, 1.0), "steps": (1, 2),
+                "decay": (0.0, 0.001, 0.01), "optimizer": ("adam", "sgd")},
+    "ekf": {"P0": _P0, "Q": _Q, "R": _R},
+    "3dvar": {"P0": _P0, "R": _R},
+    "4dvar": {"P0": _P0, "R": _R},
+    "w4dvar": {"P0": _P0, "Q": _Q, "R": _R},
+    "ensemble": {"P0": _P0, "Q": _Q, "R": _R, "inflation": (1.0, 1.05, 1.1)},
+    "verify": {"eta": (0.3, 1.0, 3.0, 10.0, 30.0), "sigma": (0.03, 0.1, 0.3)},
+    "rotary": {"P0": _P0, "Q": _Q, "R": _R},
+}
 #: Targets of issue 4.
 TARGET_HIDDEN_16 = 1.5
 
@@ -306,27 +323,10 @@ def is_short(label: str) -> bool:
     return family(label) in ("4dvar", "rotary")
 
 
-def grid_for(label: str, fixed: dict) -> list[dict]:
-    """Tuning grid of a row (a list of settings dicts), given the EKF's tuned Q and R."""
-    from da_embed.compare import DYNEVAL_LR_GRID
-
-    fam = family(label)
-    Q, R = fixed.get("Q", 0.01), fixed.get("R", 1.0)
-    if fam == "dyneval":
-        return [{"lr": lr} for lr in DYNEVAL_LR_GRID]
-    if fam == "ekf":
-        return [{"P0": p, "Q": q, "R": r} for p, q, r in
-                itertools.product((0.1, 0.3, 1.0), (0.001, 0.01, 0.1), (0.5, 2.0))]
-    if fam == "3dvar":
-        return [{"P0": p, "R": R} for p in (0.1, 0.3, 1.0)]
-    if fam == "ensemble":
-        return [{"P0": p, "Q": Q, "R": R, "inflation": inf} for p, inf in
-                itertools.product((0.01, 0.1, 1.0), (1.0, 1.1))]
-    if fam == "verify":
-        return [{"eta": e} for e in (1.0, 3.0, 10.0)]
-    if fam == "rotary":
-        return [{"P0": p, "Q": Q, "R": R} for p in (0.01, 0.1)]
-    return [{}]
+def grid_for(label: str) -> dict:
+    """The knobs of a row's family and their values (:data:`GRIDS`); {} for frozen."""
+    name = label.partition("@")[0]
+    return GRIDS.get("w4dvar" if name == "w4dvar" else family(label), {})
 
 
 #: Assimilator keywords; everything else goes to the method's constructor.
@@ -391,6 +391,30 @@ def text_prefix(tokenizer, text: str, max_tokens: int | None) -> str:
     return text if nl < 0 else text[:nl + 1]
 
 
+def save_basis(sub, path: Path) -> dict:
+    """Save a subspace's basis for the report step; its file record for the selection file."""
+    import numpy as np
+
+    from da_embed.selection import file_digest
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, basis=sub.basis.numpy(), reference=sub.reference.numpy())
+    return {"file": str(path), "sha256": file_digest(path), "origin": sub.origin}
+
+
+def load_basis(hidden, rec: dict):
+    """The subspace the selection step saved (its digest checked)."""
+    import numpy as np
+
+    from da_embed.placements import Subspace
+    from da_embed.selection import file_digest
+
+    if file_digest(rec["file"]) != rec["sha256"]:
+        raise ValueError(f"subspace basis {rec['file']} changed since the selection step")
+    with np.load(rec["file"]) as z:
+        return Subspace(hidden, z["basis"], z["reference"], origin=rec["origin"])
+
+
 def byte_lengths(tokenizer):
     """UTF-8 bytes of every token id (exact for byte-level BPE)."""
     import numpy as np
@@ -411,7 +435,7 @@ def byte_lengths(tokenizer):
 class ModelBench:
     """Tuning and evaluation rows of one reference model."""
 
-    def __init__(self, name, model, tok, info, args, report, out_dir: Path):
+    def __init__(self, name, model, tok, info, args, report, out_dir: Path, bases=None):
         import numpy as np
 
         from da_embed.assimilator import PrequentialConfig
@@ -430,6 +454,9 @@ class ModelBench:
         self.frozen = None
         self.cache: TrunkCache | None = None
         self.np = np
+        #: Subspace bases: {spec: file record}; given to the report step, written by selection.
+        self.bases: dict = dict(bases or {})
+        self.budget: dict = {}  # row -> (configurations, tokens per configuration)
 
     # -- placements ----------------------------------------------------------
     def placement(self, label: str):
@@ -442,15 +469,18 @@ class ModelBench:
         if spec not in self.placements:
             if spec.startswith("rotary"):
                 self.placements[spec] = make_placement(self.model, spec)
-            else:
+            elif spec in self.bases:  # report step: the basis the selection step built
+                self.placements[spec] = load_basis(self.hidden, self.bases[spec])
+            else:  # selection step: built from the tuning text, saved for the report step
                 t0 = perf()
                 with self.cache if self.cache is not None else _null():
-                    self.placements[spec] = make_subspace(
+                    sub = make_subspace(
                         self.hidden, spec, tune_ids=self.tune_ids, protocol=self.protocol,
                         seed=self.args.seed, max_tokens=self.args.tune_tokens,
                         progress=self.args.progress)
-                self.report(f"  subspace {spec}: {self.placements[spec].origin} "
-                            f"({perf() - t0:.0f} s)")
+                self.placements[spec] = sub
+                self.bases[spec] = save_basis(sub, self.out / self.name / f"basis-{spec}.npz")
+                self.report(f"  subspace {spec}: {sub.origin} ({perf() - t0:.0f} s)")
         return self.placements[spec]
 
     def _assimilator(self, label, settings, max_tokens, progress_label):
@@ -488,60 +518,68 @@ class ModelBench:
             raise RuntimeError(f"the trunk cache changed the tuning NLLs by {diff}")
 
     def tune(self, label: str) -> dict:
-        """Tuned settings of a row (memoised by family and placement spec)."""
-        fam = family(label)
-        name, _, spec = label.partition("@")
-        if fam == "frozen":
+        """Tuned settings of a row: the best of ``--budget`` configurations on valid."""
+        from da_embed.selection import draw_configs
+
+        grid = grid_for(label)
+        if not grid:
             return {}
-        fixed = {}
-        if fam in ("3dvar", "ensemble", "rotary", "4dvar") and "ekf" in self.tuned:
-            fixed = {k: self.tuned["ekf"][k] for k in ("Q", "R")}
-        if fam == "4dvar":  # 3D-Var's B and R over a window; not tuned itself
-            base = self.tuned.get("3dvar", {"P0": _DEFAULTS["P0"], "R": fixed.get("R", 1.0)})
-            s = {"P0": base["P0"], "R": base["R"]}
-            if name == "w4dvar":
-                s["Q"] = fixed.get("Q", _DEFAULTS["Q"])
-            self.tuned[label] = s
-            return s
         if label in self.tuned:
             return self.tuned[label]
-        grid = grid_for(label, fixed)
-        share = TUNE_SHARE.get(fam, 1)
-        tokens = max(4 * self.protocol.chunk + 1, self.args.tune_tokens // share)
-        use_cache = not spec.startswith("rotary")
+        draws = draw_configs(grid, self.args.budget, seed=self.args.seed, key=label)
+        use_cache = "@rotary" not in label
+        tokens = self.tune_ids.size - 1
         results = []
         t0 = perf()
-        for g in grid:
+        for g in draws:
             tag = f"tuning {label} {_fmt_settings(g)}"
             try:
                 with self.cache if use_cache else _null():
                     ds = self._assimilator(label, g, tokens + 1, tag).run(self.tune_ids)
                 ppl, status = float(ds.attrs["perplexity"]), str(ds.attrs["status"])
                 chunks = int(ds.sizes["time"])
-            except Exception as exc:  # a diverged or failed grid point is recorded and skipped
+            except Exception as exc:  # a diverged or failed configuration is recorded and skipped
                 ppl, status, chunks = float("inf"), f"failed: {type(exc).__name__}: {exc}", 0
+            if not math.isfinite(ppl):
+                status = status if status.startswith("failed") else f"diverged ({status})"
             rec = {"model": self.name, "row": label, "settings": g, "valid_perplexity": ppl,
                    "status": status, "chunks": chunks, "tokens": chunks * self.protocol.chunk}
             results.append(rec)
             _append_jsonl(self.out / "tuning.jsonl", rec)
         ok = [r for r in results if math.isfinite(r["valid_perplexity"])]
-        best = min(ok, key=lambda r: r["valid_perplexity"])["settings"] if ok else grid[0]
+        pick = min(ok, key=lambda r: r["valid_perplexity"]) if ok else results[0]
+        best = pick["settings"]
         self.tuned[label] = best
         self.tuning[label] = results
-        items = [f"{_fmt_settings(r['settings'])}: {r['valid_perplexity']:.1f}" for r in results]
-        edges = [k for k in best if len({g[k] for g in grid}) > 1
-                 and best[k] in (min(g[k] for g in grid), max(g[k] for g in grid))]
-        self.report(f"  tuned {label:18s} on {results[0]['tokens'] if results else 0} valid tokens "
-                    f"({perf() - t0:.0f} s): best {_fmt_settings(best)}"
+        self.budget[label] = (len(draws), max(r["tokens"] for r in results))
+        edges = [k for k, vals in grid.items()  # numeric knobs of 3+ values: an edge means something
+                 if len(vals) > 2 and not isinstance(vals[0], str) and best[k] in (vals[0], vals[-1])]
+        pick["edges"] = edges
+        self.report(f"  tuned {label:18s} {len(draws)} configurations x "
+                    f"{self.budget[label][1]} valid tokens ({perf() - t0:.0f} s): best "
+                    f"{_fmt_settings(best)} (valid ppl {pick['valid_perplexity']:.1f})"
                     + (f" (at the grid's edge in {', '.join(edges)})" if edges else ""))
-        line = "      grid (valid perplexity):"
-        for item in items:  # wrapped between grid points, never inside one
+        items = [f"{_fmt_settings(r['settings'])}: {r['valid_perplexity']:.1f}" for r in results]
+        line = "      drawn configurations (valid perplexity):"
+        for item in items:  # wrapped between configurations, never inside one
             if len(line) + len(item) + 3 > 110:
                 self.report(line)
                 line = "       "
             line += f" {item} |" if item != items[-1] else f" {item}"
         self.report(line)
         return best
+
+    def selected(self, label: str) -> dict:
+        """The selection-file entry of a tuned row."""
+        rec = {"model": self.name, "row": label, "settings": self.tuned.get(label, {})}
+        if label in self.tuning:
+            ok = [r for r in self.tuning[label] if math.isfinite(r["valid_perplexity"])]
+            pick = min(ok, key=lambda r: r["valid_perplexity"]) if ok else self.tuning[label][0]
+            rec.update(valid_perplexity=pick["valid_perplexity"], edges=pick.get("edges", []),
+                       configs=self.budget[label][0], tokens=self.budget[label][1])
+        else:  # frozen: nothing to tune; its valid perplexity for the record
+            rec.update(configs=0, tokens=0)
+        return rec
 
     # -- evaluation ----------------------------------------------------------
     def run_row(self, label: str, test_ids) -> dict:
@@ -557,6 +595,9 @@ class ModelBench:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             path.unlink()
+        # One untimed warm-up per row: the first timed chunk must not carry a cold start.
+        warm_up(f"{self.name} {label}", lambda: self._assimilator(
+            label, settings, 1 + 2 * self.protocol.stride, "warm-up").run(test_ids))
         runner = self._assimilator(label, settings, max_tokens, f"{self.name} {label}")
         t0, c0 = perf(), _cpu_seconds()
         err = None
@@ -574,6 +615,7 @@ class ModelBench:
                "state_dim": int(runner.placement.state_dim), "chunk": self.protocol.chunk,
                "context": self.protocol.context, "stride": self.protocol.stride,
                "stream_tokens": int(test_ids.size), "chunks_planned": K, "wall_s": wall,
+               "budget": list(self.budget.get(label, (0, 0))),
                "cpu_s": cpu, "path": str(path), "error": err}
         if ds is None or ds.sizes.get("time", 0) == 0:
             row.update(status=err or "no chunks", chunks=0)
@@ -630,8 +672,10 @@ class _null:
 # Tables and targets
 # ----------------------------------------------------------------------------
 def row_line(r: dict) -> tuple:
+    configs, tokens = r.get("budget", (0, 0))
+    budget = f"{configs} x {tokens}" if configs else "-"
     if "perplexity" not in r:
-        return (r["row"], "-", r.get("status", ""), "", "", "", "", "", "", "", "")
+        return (r["row"], "-", budget, r.get("status", ""), "", "", "", "", "", "", "", "")
     status = "" if r["status"] == "complete" else f" ({r['status'][:40]})"
     if r["row"] == "frozen":
         change = "-"
@@ -639,13 +683,14 @@ def row_line(r: dict) -> tuple:
         change = f"{r['change_pct']:+.1f}%"
     else:
         change = f"{r['change_pct']:+.1f}% [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
-    return (r["row"] + status, _fmt_settings(r["settings"]) or "-", f"{r['perplexity']:.1f}",
+    return (r["row"] + status, _fmt_settings(r["settings"]) or "-", budget,
+            f"{r['perplexity']:.1f}",
             change, f"{r['bits_per_byte']:.3f}", f"{r['word_perplexity']:.0f}",
             f"{r['frozen_ratio']:.2f}", f"{r['own_ratio']:.2f}", str(r["state_dim"]),
             str(r["chunks"]), str(r["tokens"]))
 
 
-COLS = ("row", "tuned settings", "ppl", "vs frozen [95% CI]", "bits/byte", "word ppl",
+COLS = ("row", "tuned settings", "budget", "ppl", "vs frozen [95% CI]", "bits/byte", "word ppl",
         "time x frozen", "x own score", "n", "chunks", "tokens")
 
 
@@ -655,7 +700,7 @@ def table(rows: list[dict]) -> str:
               for i, c in enumerate(COLS)]
 
     def fmt(row):
-        return "  ".join(v.ljust(w) if i < 2 else v.rjust(w)
+        return "  ".join(v.ljust(w) if i < 3 else v.rjust(w)
                          for i, (v, w) in enumerate(zip(row, widths)))
 
     return "\n".join([fmt(COLS), fmt(tuple("-" * w for w in widths))] + [fmt(b) for b in body])
@@ -665,60 +710,60 @@ def _name(r):
     return r["row"].partition("@")[0]
 
 
-def check_targets(mb: ModelBench) -> list[str]:
-    """Lines of the target checks of one model (issue 4)."""
+def pick_headline(mb: ModelBench) -> dict:
+    """Name the headline filters from VALID perplexity (selection step; test unseen).
+
+    ``same``: the full-``HiddenScale`` filter row with the lowest valid
+    perplexity (same state as ``dyneval``); ``any``: the same over all
+    filter rows.  Both are reported against ``dyneval``.
+    """
+    valid = {lab: min((r["valid_perplexity"] for r in res), default=float("inf"))
+             for lab, res in mb.tuning.items()}
+    out = {"baseline": "dyneval" if "dyneval" in valid else None}
+    for key, keep in (("same", lambda lab: "@" not in lab), ("any", lambda lab: True)):
+        cand = [lab for lab in valid if _name({"row": lab}) in FILTERS and keep(lab)
+                and math.isfinite(valid[lab])]
+        out[key] = min(cand, key=valid.get) if cand else None
+    return out
+
+
+def check_targets(mb: ModelBench, headline: dict) -> list[str]:
+    """Lines of the target checks of one model (issue 4), for the filters named on valid."""
     import numpy as np
+
+    from da_embed.metrics import paired_change
 
     out = []
     rows = {r["row"]: r for r in mb.rows if "perplexity" in r}
-    dyn = rows.get("dyneval")
-    fz = rows.get("frozen")
+    dyn, fz = rows.get("dyneval"), rows.get("frozen")
     if dyn is None or fz is None:
         out.append("  targets: need frozen and dyneval rows")
         return out
-    dn = np.asarray(dyn["nll_per_chunk"])
-    dw = np.asarray(dyn["wall_per_chunk"])
-    ds = np.asarray(dyn["score_per_chunk"])
-    fn = np.asarray(fz["nll_per_chunk"])
-    fw = np.asarray(fz["wall_per_chunk"])
-
-    def vs_dyneval(r):  # dyneval's change and time ratios on the row's own chunks
-        k = r["chunks"]
-        d_change = 100 * math.expm1(float(dn[:k].mean() - fn[:k].mean()))
-        return d_change, float(dw[:k].sum() / fw[:k].sum()), float(dw[:k].sum() / ds[:k].sum())
-
-    same = [r for r in rows.values() if _name(r) in FILTERS and "@" not in r["row"]]
-    anyf = [r for r in rows.values() if _name(r) in FILTERS]
+    dn, dw, ds = (np.asarray(dyn[k]) for k in ("nll_per_chunk", "wall_per_chunk",
+                                                "score_per_chunk"))
+    fn, fw = np.asarray(fz["nll_per_chunk"]), np.asarray(fz["wall_per_chunk"])
     shown = set()
-    for title, cand in (("on the same state (full HiddenScale, n = %d)" % dyn["state_dim"], same),
-                        ("over all filter rows (subspaces, other placements)", anyf)):
-        if not cand:
+    for key, title in (("same", "on the same state (full HiddenScale, n = %d)" % dyn["state_dim"]),
+                       ("any", "over all filter rows (subspaces, other placements)")):
+        lab = headline.get(key)
+        if lab is None or lab in shown or lab not in rows:
             continue
-        best = min(cand, key=lambda r: r["change_pct"])
-        if best["row"] in shown:
-            continue
-        shown.add(best["row"])
-        d_change, d_time, d_own = vs_dyneval(best)
-        ppl_ok = best["change_pct"] <= d_change
-        t_ok = best["frozen_ratio"] <= d_time
+        shown.add(lab)
+        best, k = rows[lab], rows[lab]["chunks"]
+        d_change = 100 * math.expm1(float(dn[:k].mean() - fn[:k].mean()))
+        d_time, d_own = float(dw[:k].sum() / fw[:k].sum()), float(dw[:k].sum() / ds[:k].sum())
+        ppl_ok, t_ok = best["change_pct"] <= d_change, best["frozen_ratio"] <= d_time
         o_ok = best["own_ratio"] <= d_own
-        both = [r["row"] for r in cand if r["change_pct"] <= vs_dyneval(r)[0]
-                and r["frozen_ratio"] <= vs_dyneval(r)[1]]
-        out.append(f"  best filter {title}: {best['row']} {best['change_pct']:+.1f}% vs dyneval "
-                   f"(lr {dyn['settings'].get('lr')}) {d_change:+.1f}% on the same "
-                   f"{best['chunks']} chunks -> perplexity {'met' if ppl_ok else 'MISSED'}; "
-                   f"time x frozen {best['frozen_ratio']:.2f} vs dyneval {d_time:.2f} -> "
+        out.append(f"  filter named on valid {title}: {lab} {best['change_pct']:+.1f}% vs "
+                   f"dyneval ({_fmt_settings(dyn['settings'])}) {d_change:+.1f}% on the same "
+                   f"{k} chunks -> perplexity {'met' if ppl_ok else 'MISSED'}; time x frozen "
+                   f"{best['frozen_ratio']:.2f} vs dyneval {d_time:.2f} -> "
                    f"{'met' if t_ok else 'MISSED'} (x own scoring {best['own_ratio']:.2f} vs "
-                   f"{d_own:.2f}: {'met' if o_ok else 'MISSED'})")
-        from da_embed.metrics import paired_change
-
-        k = best["chunks"]
+                   f"{d_own:.2f}: {'met' if o_ok else 'MISSED'}) -> target "
+                   f"{'MET' if ppl_ok and t_ok else 'MISSED'}")
         pc = paired_change(np.asarray(best["nll_per_chunk"]), dn[:k], n_boot=2000, seed=0)
-        out.append(f"    {best['row']} vs dyneval, paired over those chunks: {pc.change:+.2f}% "
+        out.append(f"    {lab} vs dyneval, paired over those chunks: {pc.change:+.2f}% "
                    f"[{pc.low:+.2f}, {pc.high:+.2f}] (95% block bootstrap)")
-        out.append(f"    filters at least as good as dyneval and no slower (time x frozen): "
-                   f"{', '.join(both) if both else 'none'} -> target "
-                   f"{'MET' if both else 'MISSED'}")
     m16 = [r for r in rows.values() if _name(r) in ENSEMBLE + ("verify",)]
     for r in m16:
         out.append(f"  HiddenScale with {MEMBERS} members, {r['row']}: time x frozen "
@@ -737,9 +782,10 @@ def markdown(report: Report, args, complete: bool) -> str:
     head = f"""{SECTION}
 
 `tests/benchmarks/bench_lm.py` (run by `make bench` after the two scripts
-above; `--quick` checks it in under 3 minutes with tiny models; options
-`--max-tokens`, `--tune-tokens`, `--models`, `--methods`, `--threads`,
-`--out`). The module docstring has the details. In short:
+above; `--quick` checks it in a few minutes with tiny models; options
+`--step`, `--budget`, `--max-tokens`, `--tune-tokens`, `--models`,
+`--methods`, `--threads`, `--out`). The module docstring has the details.
+In short:
 
 * **Two reference models** (the default `ReferenceConfig`, each with its own
   BPE tokenizer): `stdlib` (standard-library docs only: WikiText-2 is a strong
@@ -747,29 +793,31 @@ above; `--quick` checks it in under 3 minutes with tiny models; options
   in-domain). Their tokenizers differ, so their token perplexities are not
   comparable; both read the same text, and **bits/byte** and **word ppl**
   (exp of the total NLL over whitespace-separated words, no `<eos>`) are.
-* **Tuning on `valid.txt` only** (first `--tune-tokens` tokens, prequential
-  perplexity): dyneval's learning rate; EKF P0 x Q x R; 3D-Var's P0 (4D-Var
-  reuses 3D-Var's B and R); P0 x inflation for the ensemble and unscented
-  filters (EKF's Q and R); verify's eta; P0 for rotary rows. For
-  `stdlib+wikivalid` the tuning text is part of its training text.
+* **Selection, then test, in two steps.** The selection step
+  (`--step select`) is given `valid.txt` only (it refuses a test split and
+  never opens `test.txt`). Every tuned method gets **the same budget**: the
+  same number of configurations (`--budget`), drawn (seeded, without
+  replacement) from a grid of its own knobs (dyneval: lr, steps, decay,
+  optimiser; EKF: P0, Q, R; 3D/4D-Var: P0, R; ensemble and unscented
+  filters: P0, Q, R, inflation at {MEMBERS} members; verify: eta, sigma;
+  rotary: P0, Q, R), each run on the same first `--tune-tokens` tokens of
+  valid. It writes `selection.json`: every row's settings, the budget, the
+  SHA-256 of the texts it read, the saved Fisher bases, and the **headline
+  filters, named from valid perplexity**. The report step (`--step report`)
+  reads that file and `test.txt` (refusing a test text that is, or shares
+  more than 1 % of its 16-word windows with, a selection input) and takes
+  no choice from test. For `stdlib+wikivalid` the tuning text is part of its
+  training text.
 * **Evaluation on a prefix of `test.txt`** under the prequential protocol
-  (printed below). `time x frozen`: per-chunk wall time summed over the row's
-  chunks over frozen's on the same chunks, same run. `x own score`: the row's
-  wall time over its own scoring pass (for HiddenScale rows this is exactly
-  frozen's work on the same chunk at the same moment), which is robust to
-  load from other processes.
-  Rows with fewer chunks (4D-Var, rotary) ran on the first 1/{SHORT} of the
-  chunks: their change is paired with frozen on those chunks (and the target
-  check compares them with dyneval on those chunks), but their ppl, bits/byte
-  and word ppl are over that shorter text, so compare those columns only
-  between rows with the same chunk count.
-* Budget: the whole `test.txt` (14.9k chunks) would take 2.5 to 3 h of CPU
-  per model, so the default is its first {DEFAULT_MAX_TOKENS} tokens (of the
-  stdlib tokenizer; line-aligned, the same text for both models). Tuning and
-  evaluation of both models took 35 minutes of CPU in the run below (one
-  torch thread, so about the wall time on a quiet machine; its wall time was
-  longer because other processes kept 1.3 of the 2 cores busy, and it
-  includes training the second model).
+  (printed below); every row runs once untimed on two chunks first (warm-up).
+  `budget`: configurations x valid tokens each. `time x frozen`: per-chunk
+  wall time summed over the row's chunks over frozen's on the same chunks,
+  same run. `x own score`: the row's wall time over its own scoring pass (for
+  HiddenScale rows this is exactly frozen's work on the same chunk at the
+  same moment), robust to load from other processes. Rows with fewer chunks
+  (4D-Var, rotary) ran on the first 1/{SHORT} of the chunks: their change is
+  paired with frozen on those chunks, but their ppl, bits/byte and word ppl
+  are over that shorter text.
 * {ANCHOR}
 """
     note = "" if complete else ("\n**Partial results**: the run had not finished when this "
@@ -796,10 +844,17 @@ def write_docs(text: str, path: Path = DOCS) -> None:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description="Language-model benchmark: every online method on WikiText-2 test for two "
-                    "reference models, tuned on WikiText-2 valid (see the module docstring).",
+                    "reference models, selected on WikiText-2 valid (see the module docstring).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="tiny models and budgets (< 3 min): checks that the script works")
+                    help="tiny models and budgets (a few minutes): checks that the script works")
+    ap.add_argument("--step", choices=("all", "select", "report"), default="all",
+                    help="select: tune on valid and write the selection file; report: evaluate "
+                         "on test what the selection file names; all: one, then the other")
+    ap.add_argument("--selection", default=None,
+                    help="the selection file (default OUT/selection.json)")
+    ap.add_argument("--budget", type=int, default=None,
+                    help=f"configurations per tuned method; default {DEFAULT_BUDGET} (quick: 2)")
     ap.add_argument("--max-tokens", type=int, default=None,
                     help=f"test tokens (of the first model; the line-aligned text prefix is "
                          f"shared); default {DEFAULT_MAX_TOKENS} (quick: 1280); 0: whole file")
@@ -824,81 +879,146 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.threads < 1:
-        print("bench_lm: error: --threads must be >= 1", file=sys.stderr)
-        return 2
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(args.threads)  # before numpy/torch load their BLAS
-    if args.max_tokens is None:
-        args.max_tokens = 1280 if args.quick else DEFAULT_MAX_TOKENS
-    if args.tune_tokens is None:
-        args.tune_tokens = 640 if args.quick else DEFAULT_TUNE_TOKENS
-    if args.docs is None:
-        args.docs = not args.quick
-
-    import numpy as np
-    import torch
-
-    torch.set_num_threads(args.threads)
+def _header(report: Report, args, config, np, torch) -> None:
     from da_embed import __version__
-    from da_embed.assimilator import PrequentialConfig
-    from da_embed.corpora import read_text, wikitext_path
-    from da_embed.reference import encode_text
 
-    try:
-        rows = parse_rows(args.methods)
-        models = [m.strip() for m in args.models.split(",") if m.strip()]
-        for m in models:
-            if m not in MODELS:
-                raise ValueError(f"--models: unknown model {m!r}; choose from {', '.join(MODELS)}")
-        PrequentialConfig(chunk=args.chunk, context=args.context, stride=args.stride)
-        if args.tune_tokens < 4 * args.chunk + 1:
-            raise ValueError(f"--tune-tokens must be >= {4 * args.chunk + 1}")
-        test_text, valid_text = read_text(wikitext_path("test")), read_text(wikitext_path("valid"))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"bench_lm: error: {exc}", file=sys.stderr)
-        return 2
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in ("rows.jsonl", "tuning.jsonl"):
-        (out / f).unlink(missing_ok=True)
-    wall0, load = perf(), LoadMonitor()
-    report = Report()
-    config = reference_config(args.quick)
-    report("da-embed language-model benchmark: online adaptation on WikiText-2 test"
-           + ("  [--quick: tiny models, says nothing about the methods]" if args.quick else ""))
     report(f"date    : {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
     report(f"versions: python {platform.python_version()}, torch {torch.__version__}, numpy "
            f"{np.__version__}, da-embed {__version__}")
     report(f"machine : nproc {os.cpu_count()}, {platform.system()} {platform.release()}; torch and "
            f"BLAS threads {args.threads}")
-    report(f"models  : {', '.join(models)}; ReferenceConfig({', '.join(f'{k}={v}' for k, v in vars(config).items())})")
+    report(f"models  : {args.models}; ReferenceConfig("
+           f"{', '.join(f'{k}={v}' for k, v in vars(config).items())})")
+
+
+def select_step(args, valid_path, forbidden=()) -> Path:
+    """Tune every row on valid and write the selection file; never reads test.
+
+    ``valid_path`` is the only text it reads (:func:`da_embed.selection.read_selection_input`
+    refuses a test split and the ``forbidden`` paths, which it never opens).
+    """
+    import numpy as np
+    import torch
+
+    from da_embed.reference import encode_text
+    from da_embed.selection import read_selection_input, write_selection
+
+    valid_text, valid_rec = read_selection_input(valid_path, role="valid", forbidden=forbidden)
+    rows = parse_rows(args.methods)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tuning.jsonl").unlink(missing_ok=True)
+    report = Report()
+    config = reference_config(args.quick)
+    report("da-embed language-model benchmark, selection step: tuning on WikiText-2 valid only")
+    _header(report, args, config, np, torch)
+    report(f"budget  : {args.budget} configurations per tuned method, each on the first "
+           f"{args.tune_tokens} tokens of valid (seed {args.seed})")
+    methods, headline, placements, infos = [], {}, {}, {}
+    for mname in models:
+        report(f"== {mname}")
+        model, tok, info = load_model(mname, config, args.progress)
+        infos[mname] = {k: info.get(k) for k in ("path", "parameters", "final_loss")}
+        tune_ids = encode_text(tok, valid_text[:max(20 * args.tune_tokens, 100_000)])
+        if tune_ids.size < args.tune_tokens + 1:
+            tune_ids = encode_text(tok, valid_text)
+        mb = ModelBench(mname, model, tok, info, args, report, out)
+        mb.prepare_tuning(tune_ids[:args.tune_tokens + 1])
+        t0 = perf()
+        for lab in rows:
+            mb.tune(lab)
+        report(f"  tuning and subspaces: {perf() - t0:.0f} s wall ({mb.cache.hits} trunk-cache "
+               f"hits, {mb.cache.misses} trunk passes)")
+        methods += [mb.selected(lab) for lab in rows]
+        headline[mname] = pick_headline(mb)
+        report(f"  headline, named on valid: {headline[mname]['same']} (same state) and "
+               f"{headline[mname]['any']} (all filter rows) against {headline[mname]['baseline']}")
+        placements[mname] = mb.bases
+        del model, mb
+    named = sorted({v for h in headline.values() for v in h.values() if v})
+    path = Path(args.selection or out / "selection.json")
+    write_selection(
+        path, step="bench_lm", methods=methods,
+        headline={"methods": named, "per_model": headline,
+                  "rule": "the filter row with the lowest valid perplexity (full HiddenScale; "
+                          "and over all filter rows), against dyneval"},
+        budget={"configs_per_method": args.budget, "tune_tokens": args.tune_tokens,
+                "seed": args.seed, "grids": {k: {kk: list(v) for kk, v in g.items()}
+                                             for k, g in GRIDS.items()}},
+        inputs=[valid_rec], forbidden=forbidden,
+        extra={"models": models, "rows": rows, "quick": bool(args.quick),
+               "reference_config": vars(config), "model_info": infos,
+               "protocol": {"chunk": args.chunk, "context": args.context, "stride": args.stride},
+               "members": MEMBERS, "placements": placements})
+    (out / "selection.md").write_text("\n".join(report.lines) + "\n")
+    report(f"selection file: {path}")
+    return path
+
+
+def report_step(args, selection_path, test_path) -> int:
+    """Evaluate on test what the selection file names; takes no choice from test."""
+    import numpy as np
+    import torch
+
+    from da_embed.assimilator import PrequentialConfig
+    from da_embed.reference import encode_text
+    from da_embed.selection import read_report_text, read_selection
+
+    sel = read_selection(selection_path)
+    test_text = read_report_text(test_path, sel)
+    ex = sel["extra"]
+    args.chunk, args.context, args.stride = (ex["protocol"][k] for k in ("chunk", "context",
+                                                                          "stride"))
+    args.tune_tokens, args.budget = sel["budget"]["tune_tokens"], sel["budget"]["configs_per_method"]
+    args.models, rows = ",".join(ex["models"]), ex["rows"]
+    PrequentialConfig(chunk=args.chunk, context=args.context, stride=args.stride)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rows.jsonl").unlink(missing_ok=True)
+    wall0, load = perf(), LoadMonitor()
+    report = Report()
+    config = reference_config(bool(ex["quick"]))
+    report("da-embed language-model benchmark: online adaptation on WikiText-2 test"
+           + ("  [--quick: tiny models, says nothing about the methods]" if args.quick else ""))
+    _header(report, args, config, np, torch)
     report(f"rows    : {', '.join(rows)}; {MEMBERS} members / candidates; rows "
            f"{', '.join(r for r in rows if is_short(r)) or '-'} on the first 1/{SHORT} of the chunks")
+    report(f"selection: {selection_path} (step {sel['step']}, {sel['created']}): made on "
+           + "; ".join(f"{r['role']} {Path(r['path']).name} sha256 {r['sha256'][:12]}"
+                       for r in sel["inputs"])
+           + f"; budget {args.budget} configurations per tuned method x {args.tune_tokens} "
+           f"valid tokens; test.txt sha256 read only now")
     report(ANCHOR)
-    ref_prefix = None
-    benches = []
-    complete = False
+    ref_prefix, complete = None, False
     try:
-        for mi, mname in enumerate(models):
+        for mi, mname in enumerate(ex["models"]):
             report()
             report(f"== {mname}")
             model, tok, info = load_model(mname, config, args.progress)
+            if str(info.get("path")) != str(ex["model_info"][mname]["path"]):
+                raise ValueError(f"model {mname} is not the one the selection used "
+                                 f"({info.get('path')} vs {ex['model_info'][mname]['path']})")
             report(f"  model: {info.get('parameters', 0) / 1e6:.2f}M parameters, trained on "
-                   f"{info.get('tokens')} tokens (corpus {info.get('corpus_tokens')} tokens, final "
-                   f"loss {info.get('final_loss', float('nan')):.3f}, "
-                   f"{info.get('seconds', 0):.0f} s when trained); cache {info.get('path')}")
+                   f"{info.get('tokens')} tokens (final loss "
+                   f"{info.get('final_loss', float('nan')):.3f}); cache {info.get('path')}")
             if ref_prefix is None:
                 ref_prefix = text_prefix(tok, test_text, args.max_tokens or None)
             test_ids = encode_text(tok, ref_prefix)
-            tune_ids = encode_text(tok, valid_text[:max(20 * args.tune_tokens, 100_000)])
-            if tune_ids.size < args.tune_tokens + 1:
-                tune_ids = encode_text(tok, valid_text)
-            tune_ids = tune_ids[:args.tune_tokens + 1]
-            mb = ModelBench(mname, model, tok, info, args, report, out)
+            mb = ModelBench(mname, model, tok, info, args, report, out,
+                            bases=ex["placements"].get(mname))
+            picks = [m for m in sel["methods"] if m["model"] == mname]
+            for m in picks:
+                mb.tuned[m["row"]] = m["settings"]
+                if m.get("configs"):
+                    mb.budget[m["row"]] = (m["configs"], m["tokens"])
+            report("  selected on valid (settings, valid ppl, budget):")
+            for m in picks:
+                if m.get("configs"):
+                    report(f"    {m['row']:18s} {_fmt_settings(m['settings'])}: "
+                           f"{m['valid_perplexity']:.1f} ({m['configs']} x {m['tokens']})"
+                           + (f"; at the grid's edge in {', '.join(m['edges'])}"
+                              if m.get("edges") else ""))
             K = len(mb.protocol.starts(test_ids.size))
             report(f"  test text: {'whole test.txt' if len(ref_prefix) == len(test_text) else 'prefix of test.txt'}"
                    f" ({len(ref_prefix)} of {len(test_text)} characters, "
@@ -907,18 +1027,6 @@ def main(argv=None) -> int:
             report(f"  protocol: {mb.protocol}; {K} chunks = {K * mb.protocol.chunk} tokens scored "
                    f"per full row; each chunk is scored with the state from earlier chunks only, "
                    f"then assimilated")
-            report(f"  tuning text: first {tune_ids.size - 1} tokens of valid.txt")
-            t_tune, c_tune = perf(), _cpu_seconds()
-            mb.prepare_tuning(tune_ids)
-            fams = {family(r) for r in rows}
-            order = (["ekf"] if fams & {"ekf", "3dvar", "ensemble", "rotary", "4dvar"} else [])
-            order += ["3dvar"] if fams & {"3dvar", "4dvar"} else []
-            for lab in order + [r for r in rows if r not in order]:
-                mb.tune(lab)  # EKF first: its Q and R seed the others; 4D-Var reuses 3D-Var's
-            t_tune, c_tune = perf() - t_tune, _cpu_seconds() - c_tune
-            report(f"  tuning and subspaces: {t_tune:.0f} s wall ({mb.cache.hits} trunk-cache hits,"
-                   f" {mb.cache.misses} trunk passes)")
-            mb.cache = None  # evaluation never uses it
             t_eval, c_eval = perf(), _cpu_seconds()
             for lab in rows:
                 r = mb.run_row(lab, test_ids)
@@ -934,18 +1042,13 @@ def main(argv=None) -> int:
                    f"{mb.frozen['chunk_wall_s'] / max(1, mb.frozen['chunks']) * 1e3:.1f} ms/chunk)"
                    if mb.frozen else f"-- {mname}")
             report(table(mb.rows))
-            K_whole = len(mb.protocol.starts(encode_text(tok, test_text).size))
-            report(f"  time: tuning {t_tune:.0f} s wall / {c_tune:.0f} s CPU, evaluation "
-                   f"{t_eval:.0f} s wall / {c_eval:.0f} s CPU ({c_eval / max(1, K):.2f} s CPU per "
-                   f"chunk of the prefix over all rows); the whole test.txt ({K_whole} chunks) "
-                   f"would take about {(c_tune + c_eval * K_whole / max(1, K)) / 60:.0f} min CPU "
-                   f"for this model")
-            report("  targets (issue 4):")
-            for line in check_targets(mb):
+            report(f"  time: evaluation {t_eval:.0f} s wall / {c_eval:.0f} s CPU "
+                   f"({c_eval / max(1, K):.2f} s CPU per chunk over all rows)")
+            report("  targets (issue 4), for the filters named on valid before test was read:")
+            for line in check_targets(mb, sel["headline"]["per_model"].get(mname, {})):
                 report(line)
-            benches.append(mb)
             (out / "bench_lm.md").write_text(markdown(report, args, complete=False))
-            if args.docs and mi < len(models) - 1:
+            if args.docs and mi < len(ex["models"]) - 1:
                 write_docs(markdown(report, args, complete=False))
             del model
         complete = True
@@ -953,18 +1056,63 @@ def main(argv=None) -> int:
         report("\ninterrupted: completed rows are in rows.jsonl and <model>/<row>.nc under "
                f"{out}")
     report()
-    cpu = _cpu_seconds()
     report(f"background load: other processes kept {load.background_cores():.2f} of "
-           f"{os.cpu_count()} cores busy on average during this run")
-    report(f"wall time of the benchmark: {perf() - wall0:.0f} s; process CPU time {cpu:.0f} s "
-           f"(with {args.threads} thread(s), about the wall time on a quiet machine)")
+           f"{os.cpu_count()} cores busy on average during the report step")
+    report(f"wall time of the report step: {perf() - wall0:.0f} s; process CPU time "
+           f"{_cpu_seconds():.0f} s (with {args.threads} thread(s))")
     md = markdown(report, args, complete)
     (out / "bench_lm.md").write_text(md)
     if args.docs:
         write_docs(md)
         print(f"wrote the '{SECTION}' section of {DOCS}")
-    print(f"results: {out}/rows.jsonl, tuning.jsonl, <model>/<row>.nc, bench_lm.md")
+    print(f"results: {out}/rows.jsonl, tuning.jsonl, selection.json, <model>/<row>.nc, "
+          f"bench_lm.md")
     return 0 if complete else 130
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads < 1:
+        print("bench_lm: error: --threads must be >= 1", file=sys.stderr)
+        return 2
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)  # before numpy/torch load their BLAS
+    if args.max_tokens is None:
+        args.max_tokens = 1280 if args.quick else DEFAULT_MAX_TOKENS
+    if args.tune_tokens is None:
+        args.tune_tokens = 640 if args.quick else DEFAULT_TUNE_TOKENS
+    if args.budget is None:
+        args.budget = 2 if args.quick else DEFAULT_BUDGET
+    if args.docs is None:
+        args.docs = not args.quick
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from da_embed.assimilator import PrequentialConfig
+    from da_embed.corpora import wikitext_path
+
+    selection = Path(args.selection or Path(args.out) / "selection.json")
+    try:
+        parse_rows(args.methods)
+        for m in (m.strip() for m in args.models.split(",") if m.strip()):
+            if m not in MODELS:
+                raise ValueError(f"--models: unknown model {m!r}; choose from {', '.join(MODELS)}")
+        PrequentialConfig(chunk=args.chunk, context=args.context, stride=args.stride)
+        if args.tune_tokens < 4 * args.chunk + 1:
+            raise ValueError(f"--tune-tokens must be >= {4 * args.chunk + 1}")
+        if args.budget < 1:
+            raise ValueError("--budget must be >= 1")
+        if args.step in ("all", "select"):
+            # The selection step gets the valid path only; the test path is named as forbidden
+            # (compared by path, never opened).
+            select_step(args, wikitext_path("valid"), forbidden=[wikitext_path("test")])
+        if args.step in ("all", "report"):
+            return report_step(args, selection, wikitext_path("test"))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"bench_lm: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ import os
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import warm_up  # noqa: E402  (the benchmarks' shared helpers)
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -106,13 +109,19 @@ def main(argv=None) -> int:
     t2 = {"context_tokens": min(args.t2_context, context)}
     options = {"t2": t2, "t2-cem": dict(t2, population=args.population,
                                          elite=min(8, args.population))}
+    kw = dict(methods=args.methods, placement="svf", experts=experts, tune_ids=tune,
+              tune_tokens=args.tune_tokens, members=args.members, method_options=options,
+              model_name=name)
+    # One untimed warm-up of every method on two chunks: the timed run carries no cold start.
+    warm_up(args.methods, lambda: compare(
+        model, ids[:context + 2 * chunk + 1], protocol=PrequentialConfig(chunk=chunk,
+                                                                         context=context),
+        print_fn=None, **kw))
     tic = time.perf_counter()
-    compare(model, ids, methods=args.methods, placement="svf", experts=experts,
-            segments=segments, tune_ids=tune, tune_tokens=args.tune_tokens,
+    compare(model, ids, segments=segments,
             protocol=PrequentialConfig(chunk=chunk, context=context, max_tokens=max_tokens),
-            members=args.members, method_options=options, model_name=name,
             out=None if not args.out else os.path.join(args.out, "compare"),
-            progress=not args.quick)
+            progress=not args.quick, **kw)
     print(f"compare: {time.perf_counter() - tic:.0f} s")
     return 0
 
