@@ -165,23 +165,44 @@ def test_update_is_invariant_to_an_affine_rescaling_of_the_verifier(tok):
 # ------------------------------------------------- against independent twins
 @pytest.mark.parametrize("placement", ["hidden", "embedding"])
 def test_candidates_and_tokens_follow_member_and_mean_states(tok, placement):
-    """Greedy, K = 1: member j's candidate is greedy decoding under member j's state
-    alone; the cycle's tokens are greedy decoding under the analysis mean."""
+    """Greedy, K = 1, I = 5, L = 3: member j's candidate is greedy decoding under member j's
+    state alone; the cycle's first L tokens (commit "mean") are greedy decoding under the
+    forecast mean, the other I - L under the analysis mean after them."""
     model = model_for("gpt2", tok)
-    L = 3
+    I, L = 5, 3
     res = generate(model, tok, "the cat", filter="etkf", placement=placement, members=3,
-                   candidates=1, every=L, max_new_tokens=6, sample=False, P0=0.3,
-                   progress=False)
+                   candidates=1, every=I, candidate_length=L, max_new_tokens=10,
+                   sample=False, P0=0.3, progress=False)
     ds = res.dataset
+    assert ds.candidate_token_id.shape == (2, 3, 1, L)
     pl = HiddenScale(model) if placement == "hidden" else EmbeddingScale(model)
     prompt = res.prompt_ids.tolist()
     for c in range(2):
-        ctx = prompt + res.token_ids[:c * L].tolist()
+        ctx = prompt + res.token_ids[:c * I].tolist()
         for j in range(3):
             expect = greedy_under(pl, ctx, ds.member_state.values[c, j], L)
             assert ds.candidate_token_id.values[c, j, 0].tolist() == expect, (c, j)
-        expect = greedy_under(pl, ctx, ds.analysis_mean.values[c], L)
-        assert res.token_ids[c * L:(c + 1) * L].tolist() == expect, c
+        head = greedy_under(pl, ctx, ds.forecast_mean.values[c], L)
+        assert res.token_ids[c * I:c * I + L].tolist() == head, c
+        rest = greedy_under(pl, ctx + head, ds.analysis_mean.values[c], I - L)
+        assert res.token_ids[c * I + L:(c + 1) * I].tolist() == rest, c
+        assert int(ds.committed.values[c]) == -1
+
+
+@pytest.mark.parametrize("placement", ["hidden", "svf"])
+def test_commit_best_commits_the_best_scored_candidate(tok, placement):
+    model = model_for("gpt2", tok)
+    res = generate(model, tok, "the cat", filter="enkf", placement=placement, members=3,
+                   candidates=2, every=6, candidate_length=4, max_new_tokens=12,
+                   commit="best", progress=False)
+    ds = res.dataset
+    for c in range(2):
+        flat = ds.score.values[c].reshape(-1)
+        best = int(np.argmax(flat))
+        assert int(ds.committed.values[c]) == best
+        j, k = divmod(best, 2)
+        assert res.token_ids[c * 6:c * 6 + 4].tolist() == \
+            ds.candidate_token_id.values[c, j, k].tolist()
 
 
 def test_self_verifier_scores_are_base_model_log_probabilities(tok):
@@ -356,7 +377,7 @@ def test_load_verifier_from_a_file(tmp_path):
     ({"candidates": -2}, ValueError, r"candidates \(K\) must be an integer >= 1"),
     ({"candidates": 1.5}, ValueError, r"candidates \(K\) must be an integer >= 1"),
     ({"candidates": True}, ValueError, r"candidates \(K\) must be an integer >= 1"),
-    ({"every": 0}, ValueError, r"every \(L, tokens per cycle\) must be an integer >= 1"),
+    ({"every": 0}, ValueError, r"every \(I, tokens per cycle\) must be an integer >= 1"),
     ({"max_new_tokens": 0}, ValueError, "max_new_tokens must be an integer >= 1"),
     ({"filter": "kalman"}, ValueError, "filter must be one of etkf, enkf, ukf"),
     ({"members": 1}, ValueError, "members must be an integer >= 2"),
@@ -389,7 +410,8 @@ def test_netcdf_log_is_written_as_it_goes_and_readable(tok, tmp_path):
                    candidates=2, every=4, max_new_tokens=10, out=path, progress=False)
     assert res.path == os.fspath(path)
     ds = xr.load_dataset(path, engine="netcdf4")
-    assert dict(ds.sizes) == {"time": 3, "state": 32, "member": 3, "candidate": 2, "token": 4}
+    assert dict(ds.sizes) == {"time": 3, "state": 32, "member": 3, "candidate": 2, "token": 4,
+                              "candidate_token": 4}
     assert ds.attrs["status"] == "complete" and int(ds.attrs["cycles_completed"]) == 3
     assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["filter"] == "etkf"
     assert all("long_name" in ds[v].attrs and "units" in ds[v].attrs for v in ds.data_vars)
