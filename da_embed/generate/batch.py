@@ -42,7 +42,7 @@ from ..placements import HiddenScale, Placement, Subspace
 from .decoding import sample_tokens
 
 __all__ = ["shares_prefix_cache", "expand_cache", "select_row", "decode_rows",
-           "cached_logprob"]
+           "cached_logprob", "head_logprob", "fuses_verifier"]
 
 
 def shares_prefix_cache(placement: Placement) -> bool:
@@ -130,7 +130,7 @@ def select_row(cache, row: int):
 def decode_rows(model, placement: Placement | None, states: np.ndarray | None,
                 context: torch.Tensor, steps: int, u: np.ndarray | None, *, cache=None,
                 own_cache: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                logits_out: list | None = None):
+                logits_out: list | None = None, head_inputs: list | None = None):
     """Decode ``steps`` tokens for R rows, row r under state ``states[r]``, as one batch.
 
     Parameters
@@ -159,6 +159,9 @@ def decode_rows(model, placement: Placement | None, states: np.ndarray | None,
         As :func:`~da_embed.generate.sample_tokens`.
     logits_out : list, optional
         If given, the logits (R, V) of every step are appended to it.
+    head_inputs : list, optional
+        If given, the input (R, d) of the LM head at every step, before any
+        placement acts on it, is appended to it (see :func:`head_logprob`).
 
     Returns
     -------
@@ -184,17 +187,33 @@ def decode_rows(model, placement: Placement | None, states: np.ndarray | None,
             cache = prefill(model, context[:, :-1].repeat(R, 1))
         elif not (own_cache and R == 1):
             cache = expand_cache(cache, R)
-        tok, out = context[:, -1:].repeat(R, 1), []
-        for t in range(steps):
-            res = forward_with_cache(model, tok, cache)
-            cache = output_cache(res)
-            logits = res.logits[:, -1, :]  # (R, V)
-            if logits_out is not None:
-                logits_out.append(logits)
-            ut = None if u is None else torch.from_numpy(np.ascontiguousarray(u[:, t]))
-            nxt = sample_tokens(logits, ut, temperature=temperature, top_p=top_p)
-            out.append(nxt)
-            tok = nxt[:, None]  # (R, 1)
+        handle = None
+        if head_inputs is not None:  # registered after the prefix pass: decoding steps only
+            def capture(module, args):  # runs before the placement's own pre-hook (prepend)
+                head_inputs.append(args[0][:, -1, :])
+
+            handle = model.get_output_embeddings().register_forward_pre_hook(capture,
+                                                                             prepend=True)
+        try:
+            return _decode_loop(model, R, context, steps, u, cache, temperature, top_p,
+                                logits_out)
+        finally:
+            if handle is not None:
+                handle.remove()
+
+
+def _decode_loop(model, R, context, steps, u, cache, temperature, top_p, logits_out):
+    tok, out = context[:, -1:].repeat(R, 1), []
+    for t in range(steps):
+        res = forward_with_cache(model, tok, cache)
+        cache = output_cache(res)
+        logits = res.logits[:, -1, :]  # (R, V)
+        if logits_out is not None:
+            logits_out.append(logits)
+        ut = None if u is None else torch.from_numpy(np.ascontiguousarray(u[:, t]))
+        nxt = sample_tokens(logits, ut, temperature=temperature, top_p=top_p)
+        out.append(nxt)
+        tok = nxt[:, None]  # (R, 1)
     return torch.stack(out, dim=1), cache  # (R, steps)
 
 
@@ -237,4 +256,75 @@ def cached_logprob(model, cache, last_token: int, candidate_ids) -> np.ndarray:
     inputs = torch.cat([torch.full((R, 1), int(last_token), dtype=torch.long), cand[:, :-1]], 1)
     res = forward_with_cache(model, inputs, expand_cache(cache, R))
     lp = torch.log_softmax(res.logits.double(), dim=-1)  # (R, L, V)
+    return lp.gather(-1, cand[:, :, None])[:, :, 0].mean(dim=1).numpy()
+
+
+def fuses_verifier(model, placement: Placement) -> bool:
+    """Whether the frozen model's scores can be read off the candidates' own decoding.
+
+    With a placement that acts only on the LM head's input
+    (:func:`shares_prefix_cache`), the trunk's output for a candidate is that
+    of the frozen model, so the frozen model's logits are the head applied to
+    the head's input before the placement scales it (:func:`head_logprob`):
+    no second pass over the candidates.  Only for models whose logits are the
+    head's output as it is (no final soft-capping or logit scale in the
+    configuration).
+
+    Parameters
+    ----------
+    model : transformers causal LM
+    placement : Placement
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from da_embed.placements import EmbeddingScale, HiddenScale
+    >>> from da_embed.testing import tiny_llama
+    >>> model = tiny_llama()
+    >>> fuses_verifier(model, HiddenScale(model)), fuses_verifier(model, EmbeddingScale(model))
+    (True, False)
+    """
+    config = getattr(model, "config", None)
+    post = any(getattr(config, name, None) not in (None, 1, 1.0)
+               for name in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+    return shares_prefix_cache(placement) and not post
+
+
+def head_logprob(model, head_inputs, candidate_ids) -> np.ndarray:
+    """Mean log-probability of each candidate under the frozen model, from its head inputs.
+
+    Parameters
+    ----------
+    model : transformers causal LM
+    head_inputs : sequence of torch.Tensor (R, d)
+        The LM head's input before each of the L candidate tokens
+        (:func:`decode_rows` ``head_inputs``, rows of the candidates).
+    candidate_ids : array_like of int (R, L)
+
+    Returns
+    -------
+    numpy.ndarray (R,)
+        One batched pass of the LM head over the R * L inputs.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from da_embed.placements import HiddenScale
+    >>> from da_embed.testing import tiny_gpt2
+    >>> from da_embed.textmetrics import continuation_logprob_ids
+    >>> model, h = tiny_gpt2(), []
+    >>> with HiddenScale(model).attached() as pl, torch.no_grad():
+    ...     tok, _ = decode_rows(model, pl, np.full((2, 32), 0.3), torch.tensor([[5, 6]]), 3,
+    ...                          None, head_inputs=h)
+    ...     s = head_logprob(model, h, tok)
+    >>> bool(abs(s - continuation_logprob_ids(model, [5, 6], tok.numpy())).max() < 1e-5)
+    True
+    """
+    cand = torch.as_tensor(np.asarray(candidate_ids, dtype=np.int64))  # (R, L)
+    h = torch.stack(list(head_inputs), dim=1)  # (R, L, d)
+    logits = model.get_output_embeddings()(h)  # (R, L, V), outside using(): frozen head
+    lp = torch.log_softmax(logits.double(), dim=-1)
     return lp.gather(-1, cand[:, :, None])[:, :, 0].mean(dim=1).numpy()

@@ -29,7 +29,7 @@ from ..lm.kv_cache import forward_with_cache, output_cache, prefill
 from ..progress import progress_bar
 from .analysis import _ScoreObservation, pseudo_target, verification_update
 from .config import GenerationConfig
-from .batch import cached_logprob, decode_rows, select_row
+from .batch import cached_logprob, decode_rows, fuses_verifier, head_logprob, select_row
 from .preparation import RunSetup
 from .result import GenerationResult
 from .verifiers import LogProbVerifier
@@ -95,6 +95,7 @@ class CycleLoop:
         self.error_messages: list[str] = []
         self.cache = None  # the committed text but its last token (shared prefix cache)
         self.vcache = None  # the verifier's own cache of the same, when it keeps one
+        self.fused = False  # the self verifier reads the candidates' own head inputs
         self.seconds = float("nan")
 
     # ------------------------------------------------------------ the state
@@ -208,14 +209,16 @@ class CycleLoop:
         # row 0: the current mean (main stream's uniforms); rows 1..: member-major candidates
         rows = np.vstack([np.asarray(self.mean, dtype=float)[None], np.repeat(X, K, axis=0)])
         U = None if u is None else np.vstack([u_main[:, :n_cand], np.tile(u, (M, 1))])
+        heads = [] if self.fused else None
         t1 = time.perf_counter()
         tok, cache = decode_rows(self.model, self.setup.placement, rows, ctx, n_cand, U,
                                  cache=self.cache if self.setup.shared else None,
-                                 temperature=self.cfg.temperature, top_p=self.cfg.top_p)
+                                 temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                 head_inputs=heads)
         cand = tok[1:].numpy()  # (M * K, n_cand)
         t2 = time.perf_counter()
         texts = [self.tokenizer.decode(row.tolist()) for row in cand]
-        HE, bad = self._scores(cand, texts)
+        HE, bad = self._scores(cand, texts, None if heads is None else [h[1:] for h in heads])
         t3 = time.perf_counter()
         y, r, analysed = self._analysis(X, weights, H, HE)
         t4 = time.perf_counter()
@@ -268,6 +271,8 @@ class CycleLoop:
     def _start_verifier_cache(self) -> None:
         """The verifier's own cache of the prompt, unless it reads the shared one."""
         vmodel = self._cached_verifier()
+        self.fused = (vmodel is self.model and self.setup.members > 0
+                      and fuses_verifier(self.model, self.setup.placement))
         if vmodel is None or (vmodel is self.model and self.setup.shared):
             return
         self.vcache = prefill(vmodel, torch.tensor([self.ids[:-1]], dtype=torch.long))
@@ -279,12 +284,18 @@ class CycleLoop:
             self.vcache = output_cache(forward_with_cache(self._cached_verifier(), ids,
                                                           self.vcache))
 
-    def _scores(self, cand: np.ndarray, texts: list[str]) -> tuple[np.ndarray, int]:
-        """Score matrix HE (M, K) (NaN: the verifier failed) and the number of failures."""
+    def _scores(self, cand: np.ndarray, texts: list[str], heads) -> tuple[np.ndarray, int]:
+        """Score matrix HE (M, K) (NaN: the verifier failed) and the number of failures.
+
+        ``heads``: the candidates' LM-head inputs when the self verifier is
+        fused with their decoding (:func:`~da_embed.generate.batch.fuses_verifier`).
+        """
         rows = cand.shape[0]
         vmodel = self._cached_verifier()
         try:
-            if vmodel is not None:  # one batched pass on the context's cache
+            if heads is not None:  # one batched pass of the frozen head
+                sc = head_logprob(self.model, heads, cand)
+            elif vmodel is not None:  # one batched pass on the context's cache
                 cache = self.cache if self.vcache is None else self.vcache
                 sc = cached_logprob(vmodel, cache, self.ids[-1], cand)
             else:
