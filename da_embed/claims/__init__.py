@@ -21,7 +21,8 @@ Protocol (printed with the table):
 * coherence (Su et al. 2022, or the labelled judge fallback), diversity and
   speed from :mod:`da_embed.textmetrics`; changes against base with 95 %
   percentile-bootstrap intervals over prompts (paired);
-* extra memory: the largest peak RSS increase of one generation call;
+* extra memory: the largest peak heap increase of one generation call
+  (:class:`~da_embed.memory.PeakHeap`: independent of what ran before);
 * parameters: the numbers that adapt the model (the state; no learned
   dynamics here, so the seeds' transition network and adapter are absent).
 

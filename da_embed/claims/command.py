@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from ..generate.command import add_cycle_arguments
 from .prompts import wikitext_prompts
 from .reproduce import CLAIM_METHODS, DEFAULT_METHODS, ClaimsInterrupted, reproduce_claims
 from .table import write_claims
@@ -50,7 +51,7 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, from {', '.join(CLAIM_METHODS)}")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--every", type=int, default=8, help="L tokens per cycle")
+    add_cycle_arguments(p)
     p.add_argument("--candidates", type=int, default=1, help="K candidates per member")
     p.add_argument("--members", type=int, default=8, help="ensemble size / perturbations")
     p.add_argument("--ukf-subspace", default="random:4", help="subspace of the UKF")
@@ -74,6 +75,8 @@ class ClaimsOptions:
     ----------
     prompts, corpus, model, methods, max_new_tokens, every, candidates, members
         As the flags of the same name (``methods`` comma-separated).
+    candidate_length, commit
+        As ``--candidate-length`` and ``--commit``.
     ukf_subspace, verifier, judge_model, greedy, top_p, temperature, seed, out
         As the flags of the same name.
     progress : bool
@@ -104,6 +107,8 @@ class ClaimsOptions:
     seed: int
     out: str
     progress: bool
+    candidate_length: int | None = None
+    commit: str = "mean"
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> "ClaimsOptions":
@@ -166,7 +171,8 @@ def _run_claims(opts: ClaimsOptions) -> int:
     try:
         table = reproduce_claims(
             model, tokenizer, prompts, methods=methods, members=opts.members,
-            candidates=opts.candidates, every=opts.every, max_new_tokens=opts.max_new_tokens,
+            candidates=opts.candidates, every=opts.every, candidate_length=opts.candidate_length,
+            commit=opts.commit, max_new_tokens=opts.max_new_tokens,
             verifier=verifier, judge_model=opts.judge_model, ukf_subspace=opts.ukf_subspace,
             top_p=opts.top_p, temperature=opts.temperature, seed=opts.seed, model_name=name,
             **({"sample": False} if opts.greedy else {}),

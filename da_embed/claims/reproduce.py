@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..generate import generate, make_verifier
+from ..generate.config import CANDIDATE_LENGTH, EVERY
 from ..progress import progress_bar
-from ..textmetrics import PeakMemory
+from ..memory import PeakHeap
 from .rows import ClaimRun, claims_table
 from .table import ClaimsTable
 
@@ -36,7 +37,9 @@ DEFAULT_METHODS = ("base", "verification", "enkf", "ukf")
 
 
 def reproduce_claims(model, tokenizer, prompts, *, methods=DEFAULT_METHODS, members: int = 8,
-                     candidates: int = 1, every: int = 8, max_new_tokens: int = 64,
+                     candidates: int = 1, every: int = EVERY,
+                     candidate_length: int | None = None, commit: str = "mean",
+                     max_new_tokens: int = 64,
                      verifier="self", judge_model=None, ukf_subspace: str | None = "random:4",
                      top_p: float = 0.95, temperature: float = 1.0, seed: int = 0,
                      encoder="auto", model_name: str = "", prompt_source: str = "",
@@ -59,7 +62,9 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=DEFAULT_METHODS, memb
     prompts : sequence of str
     methods : sequence of str, default ("base", "verification", "enkf", "ukf")
         Names of :data:`CLAIM_METHODS`; "base" is always run (first).
-    members, candidates, every, max_new_tokens, verifier, judge_model, top_p, temperature
+    members, candidates, every, candidate_length, commit, max_new_tokens : optional
+        As in :func:`~da_embed.generate.generate`.
+    verifier, judge_model, top_p, temperature : optional
         As in :func:`~da_embed.generate.generate`.
     ukf_subspace : str, optional, default "random:4"
         The UKF's subspace (2k + 1 sigma points).
@@ -101,7 +106,8 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=DEFAULT_METHODS, memb
     """
     prompts, names = _check_inputs(prompts, methods)
     verifier = make_verifier(verifier, model, judge_model=judge_model)  # a judge loads once
-    common = dict(candidates=candidates, every=every, max_new_tokens=max_new_tokens,
+    common = dict(candidates=candidates, every=every, candidate_length=candidate_length,
+                  commit=commit, max_new_tokens=max_new_tokens,
                   verifier=verifier, members=members, top_p=top_p,
                   temperature=temperature, progress=False, **generate_options)
     settings = _settings(prompts, names, common, ukf_subspace=ukf_subspace, seed=seed,
@@ -134,7 +140,10 @@ def _settings(prompts, names, common: dict, *, ukf_subspace, seed: int, model: s
     verifier = common["verifier"]
     return {"prompts": len(prompts), "prompt_source": prompt_source or "given",
             "methods": names, "members": common["members"], "candidates": common["candidates"],
-            "every": common["every"], "max_new_tokens": common["max_new_tokens"],
+            "every": common["every"],
+            "candidate_length": (common["candidate_length"]
+                                 or min(CANDIDATE_LENGTH, common["every"])),
+            "commit": common["commit"], "max_new_tokens": common["max_new_tokens"],
             "verifier": getattr(verifier, "name", type(verifier).__name__),
             "ukf_subspace": ukf_subspace, "top_p": common["top_p"],
             "temperature": common["temperature"], "seed": seed, "model": model,
@@ -236,7 +245,7 @@ class _GenerationLoop:
     def _one(self, i: int, prompt: str, m: str, log) -> ClaimRun:
         """Method ``m`` on prompt ``i``, logged."""
         plan = self.plan
-        with PeakMemory() as mem:
+        with PeakHeap() as mem:
             res = generate(self.model, self.tokenizer, prompt, seed=plan.seed + i,
                            **self._kwargs(m), **plan.common)
         record = {"method": m, "prompt_index": i, "prompt": prompt, "text": res.text,
@@ -245,7 +254,7 @@ class _GenerationLoop:
             log.write(json.dumps(record, ensure_ascii=False) + "\n")
             log.flush()
         return ClaimRun(record, int(res.token_ids.size),
-                        mem.extra_bytes / 2**20 if math.isfinite(mem.extra_bytes)
+                        mem.peak_extra / 2**20 if math.isfinite(mem.peak_extra)
                         else float("nan"),
                         0 if m == "base" else int(res.states.shape[1]))
 

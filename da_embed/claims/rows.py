@@ -30,7 +30,7 @@ class ClaimRun:
     tokens : int
         Tokens generated.
     extra_mb : float
-        Peak-RSS increase of the generation call (nan if unmeasured).
+        Peak heap increase of the generation call (nan if unmeasured).
     parameters : int
         State size (k in a subspace); 0 for base.
 

@@ -81,11 +81,13 @@ class ClaimsTable:
                   "diversity: prod_{n=2..4} (1 - rep-n) over whitespace tokens, pooled over "
                   "prompts (Su et al. 2022); kept % = 100 diversity / base diversity",
                   f"prompts: {s['prompts']} ({s['prompt_source']}); {s['max_new_tokens']} new "
-                  f"tokens each; candidates K={s['candidates']} every L={s['every']} tokens; "
+                  f"tokens each; candidates K={s['candidates']} of "
+                  f"L={s.get('candidate_length')} tokens every "
+                  f"I={s['every']} tokens, commit {s.get('commit', 'mean')}; "
                   f"members {s['members']}; ukf subspace {s['ukf_subspace']}; verifier "
                   f"{s['verifier']}; {decoding}; seed {s['seed']}; model {s['model']}",
                   "slowdown: base tokens/s over the method's, same run, methods interleaved "
-                  "per prompt; extra MB: largest peak-RSS increase of one generation; params: "
+                  "per prompt; extra MB: largest peak-heap increase of one generation; params: "
                   "numbers adapting the model (the state; no learned dynamics)"]
         if s.get("interrupted"):  # a partial table must not pass for a full run
             lines.append(f"interrupted {s['interrupted']}: the table covers the prompts "

@@ -9,7 +9,13 @@ from typing import Any
 
 from ..checks import check_int
 
-__all__ = ["FILTERS", "COMMITS", "GenerationConfig"]
+__all__ = ["FILTERS", "COMMITS", "EVERY", "CANDIDATE_LENGTH", "GenerationConfig"]
+
+#: Default assimilation interval I (tokens per cycle), chosen from the measured cost curve
+#: (docs/benchmarks.md, "Cost of generation with candidates").
+EVERY = 8
+#: Default candidate length L (capped at the interval), from the same curve.
+CANDIDATE_LENGTH = 8
 
 #: Filter names of :func:`~da_embed.generate.generate` and what they do.
 FILTERS = {
@@ -57,10 +63,11 @@ class GenerationConfig:
         needs 2k + 1 sigma points).
     candidates : int, default 1
         K, candidates per member and cycle (>= 1; > 1 needs ``sample``).
-    every : int, default 8
+    every : int, default :data:`EVERY`
         I, tokens per cycle: the assimilation interval.
     candidate_length : int, optional
-        L, tokens per candidate (1 <= L <= I); default ``min(8, every)``.
+        L, tokens per candidate (1 <= L <= I); default
+        ``min(CANDIDATE_LENGTH, every)``.
         The first L tokens of a cycle are decoded together with the
         candidates and committed (see ``commit``); the remaining I - L by the
         analysis mean alone.
@@ -114,7 +121,7 @@ class GenerationConfig:
     placement: Any = "hidden"
     subspace: str | None = None
     candidates: int = 1
-    every: int = 8
+    every: int = EVERY
     candidate_length: int | None = None
     commit: str = "mean"
     max_new_tokens: int = 64
@@ -153,7 +160,7 @@ class GenerationConfig:
             raise ValueError("prompt must not be empty")
         K = check_int(self.candidates, "candidates (K)", 1)
         L = check_int(self.every, "every (I, tokens per cycle)", 1)
-        Lc = (min(8, L) if self.candidate_length is None
+        Lc = (min(CANDIDATE_LENGTH, L) if self.candidate_length is None
               else check_int(self.candidate_length, "candidate_length", 1))
         if Lc > L:
             raise ValueError(f"candidate_length must be <= every (the cycle's {L} tokens), "

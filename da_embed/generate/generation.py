@@ -85,7 +85,7 @@ cycle, L tokens per candidate, n state size, C cycles, V vocabulary.
 
 from __future__ import annotations
 
-from .config import GenerationConfig
+from .config import EVERY, GenerationConfig
 from .cycles import CycleLoop
 from .log import GenerationLog, run_attrs, static_variables
 from .preparation import prepare_run
@@ -95,7 +95,7 @@ __all__ = ["generate"]
 
 
 def generate(model, tokenizer, prompt: str, *, filter: str = "etkf", placement="hidden",
-             subspace: str | None = None, candidates: int = 1, every: int = 8,
+             subspace: str | None = None, candidates: int = 1, every: int = EVERY,
              candidate_length: int | None = None, commit: str = "mean", max_new_tokens: int = 64, verifier="self", judge_model=None, members: int = 8,
              sample: bool = True, temperature: float = 1.0, top_p: float = 1.0,
              P0: float = 0.01, Q: float = 0.001, R="auto", target="best",
@@ -114,7 +114,7 @@ def generate(model, tokenizer, prompt: str, *, filter: str = "etkf", placement="
     filter, placement, subspace, candidates, every, candidate_length, commit : optional
         The filter (:data:`~da_embed.generate.FILTERS`), where the state acts,
         an optional ``"random:k"`` subspace, K candidates per member, I tokens
-        per cycle, L tokens per candidate (default ``min(8, every)``), and
+        per cycle, L tokens per candidate (default ``min(CANDIDATE_LENGTH, every)``), and
         which candidate is committed (``"mean"`` or ``"best"``).
     max_new_tokens : int, optional
         The tokens to generate.
