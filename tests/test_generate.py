@@ -208,7 +208,7 @@ def test_commit_best_commits_the_best_scored_candidate(tok, placement):
 def test_self_verifier_scores_are_base_model_log_probabilities(tok):
     model = model_for("llama", tok)
     res = generate(model, tok, "a bird flew", filter="enkf", members=2, candidates=2,
-                   every=4, max_new_tokens=8, progress=False)
+                   every=4, candidate_length=4, max_new_tokens=8, progress=False)
     ds = res.dataset
     ctx = res.prompt_ids.tolist() + res.token_ids[:4].tolist()  # context of cycle 1
     for j in range(2):
@@ -407,7 +407,8 @@ def test_bad_input_is_a_clear_error(tok, kwargs, error, message):
 def test_netcdf_log_is_written_as_it_goes_and_readable(tok, tmp_path):
     path = tmp_path / "run" / "gen.nc"
     res = generate(model_for("llama", tok), tok, "the dog", filter="etkf", members=3,
-                   candidates=2, every=4, max_new_tokens=10, out=path, progress=False)
+                   candidates=2, every=4, candidate_length=4, max_new_tokens=10, out=path,
+                   progress=False)
     assert res.path == os.fspath(path)
     ds = xr.load_dataset(path, engine="netcdf4")
     assert dict(ds.sizes) == {"time": 3, "state": 32, "member": 3, "candidate": 2, "token": 4,

@@ -77,7 +77,8 @@ def expand_cache(cache, rows: int):
     Parameters
     ----------
     cache : transformers.Cache
-        Batch size 1.
+        Batch size 1, built under ``torch.no_grad()`` (tensors with an
+        autograd graph cannot be copied).
     rows : int
         R >= 1.
 
@@ -91,7 +92,8 @@ def expand_cache(cache, rows: int):
     >>> import torch
     >>> from da_embed.lm.kv_cache import prefill
     >>> from da_embed.testing import tiny_gpt2
-    >>> cache = prefill(tiny_gpt2(), torch.tensor([[1, 2, 3]]))
+    >>> with torch.no_grad():  # as in generation: a cache without an autograd graph
+    ...     cache = prefill(tiny_gpt2(), torch.tensor([[1, 2, 3]]))
     >>> expand_cache(cache, 4).layers[0].keys.shape[0], cache.layers[0].keys.shape[0]
     (4, 1)
     """

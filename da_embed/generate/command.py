@@ -59,8 +59,8 @@ def add_parser(sub) -> None:
     >>> parser = argparse.ArgumentParser(prog="da-embed")
     >>> add_parser(parser.add_subparsers(dest="command"))
     >>> args = parser.parse_args(["generate", "--prompt", "the cat", "--greedy"])
-    >>> args.filter, args.every, args.greedy
-    ('etkf', 8, True)
+    >>> args.filter, args.every, args.candidate_length, args.commit, args.greedy
+    ('etkf', 64, None, 'mean', True)
     """
     p = sub.add_parser(
         "generate", help="generate text steered by scored candidates (pseudo-observations)",

@@ -13,9 +13,9 @@ __all__ = ["FILTERS", "COMMITS", "EVERY", "CANDIDATE_LENGTH", "GenerationConfig"
 
 #: Default assimilation interval I (tokens per cycle), chosen from the measured cost curve
 #: (docs/benchmarks.md, "Cost of generation with candidates").
-EVERY = 8
+EVERY = 64
 #: Default candidate length L (capped at the interval), from the same curve.
-CANDIDATE_LENGTH = 8
+CANDIDATE_LENGTH = 2
 
 #: Filter names of :func:`~da_embed.generate.generate` and what they do.
 FILTERS = {
