@@ -546,6 +546,30 @@ def test_reproduce_claims_rows_are_consistent(word_tok):
     assert "seed claims" in t.table() and "+12.7" in t.table()
 
 
+class _Letters:
+    """A toy sentence encoder: counts of the letters a, e and o."""
+
+    def encode(self, texts):
+        return np.array([[t.count("a"), t.count("e"), t.count("o")] for t in texts], float)
+
+
+def test_oracle_row_scores_candidates_with_the_coherence_metric(word_tok):
+    from da_embed.claims import oracle_verifier
+
+    v = oracle_verifier("the cat sat", _Letters())
+    texts = ["a dog", "one bee", "the ant"]
+    expect = cosine_coherence(["the cat sat"] * 3, texts, _Letters())
+    np.testing.assert_allclose(v(None, None, "", texts), expect, atol=1e-12)
+    model = tiny_gpt2(vocab_size=len(word_tok), initializer_range=INIT)
+    kw = dict(methods=["base", "oracle"], members=2, every=4, candidate_length=4,
+              max_new_tokens=8, progress=False)
+    t = reproduce_claims(model, word_tok, ["the cat", "a bird flew"], encoder=_Letters(), **kw)
+    assert [r["method"] for r in t.rows] == ["base", "oracle"]
+    assert "oracle" in t.table() and "verifier is the coherence metric" in t.table()
+    with pytest.raises(ValueError, match="oracle.*needs the coherence sentence encoder"):
+        reproduce_claims(model, word_tok, ["the cat"], encoder=None, **kw)
+
+
 @pytest.fixture(scope="module")
 def saved_model(tok, tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")

@@ -143,7 +143,7 @@ def run_cli(args: argparse.Namespace) -> int:
     >>> run_cli(sub.choices["claims"].parse_args(["--methods", "base,x"]))
     Traceback (most recent call last):
     ...
-    ValueError: --methods: unknown ['x']; choose from base, verification, enkf, etkf, ukf
+    ValueError: --methods: unknown ['x']; choose from base, verification, enkf, etkf, ukf, oracle
     """
     return _run_claims(ClaimsOptions.from_namespace(args))
 

@@ -89,6 +89,10 @@ class ClaimsTable:
                   "slowdown: base tokens/s over the method's, same run, methods interleaved "
                   "per prompt; extra MB: largest peak-heap increase of one generation; params: "
                   "numbers adapting the model (the state; no learned dynamics)"]
+        if any(r["method"] == "oracle" for r in self.rows):
+            lines.append("oracle: NOT a method: the EnKF whose verifier is the coherence metric "
+                         "itself (prompt against candidate), to show the headroom; the other "
+                         "rows' verifier is independent of the metric")
         if s.get("interrupted"):  # a partial table must not pass for a full run
             lines.append(f"interrupted {s['interrupted']}: the table covers the prompts "
                          "completed by every method")
