@@ -625,3 +625,17 @@ def test_cli_claims_writes_the_table(saved_model, tmp_path, capsys):
     code, _, stderr = cli(["claims", "--model", saved_model, "--corpus", corpus, "--prompts",
                            9, "--no-progress"], capsys)
     assert code == 2 and "fewer than the 9 prompts" in stderr
+
+
+def test_numpy_doc_prompts_are_sentences_and_paired_difference_by_hand():
+    from da_embed.claims.prompts import numpy_doc_prompts
+    from da_embed.claims.rows import paired_difference
+
+    p = numpy_doc_prompts(30)
+    assert len(p) == len(set(p)) == 30
+    assert all(s.endswith(".") and len(s) >= 20 and "(" not in s.split()[0] for s in p)
+    d, lo, hi = paired_difference([0.3, 0.1, np.nan, 0.5], [0.1, 0.2, 0.4, 0.1])
+    assert d == pytest.approx((0.2 - 0.1 + 0.4) / 3)
+    assert lo <= d <= hi
+    d0, lo0, hi0 = paired_difference([0.2] * 5, [0.2] * 5)
+    assert (d0, lo0, hi0) == (0.0, 0.0, 0.0)
