@@ -32,9 +32,11 @@ and writes the table of the prompts every method completed (exit status 130).
 """
 
 from .command import add_parser, run_cli
-from .prompts import detokenize_wikitext, wikitext_prompts
+from .prompts import detokenize_wikitext, numpy_doc_prompts, wikitext_prompts
 from .reproduce import CLAIM_METHODS, oracle_verifier, reproduce_claims
+from .rows import paired_difference
 from .table import SEED_CLAIMS, ClaimsTable, write_claims
 
-__all__ = ["SEED_CLAIMS", "CLAIM_METHODS", "oracle_verifier", "wikitext_prompts", "detokenize_wikitext",
+__all__ = ["SEED_CLAIMS", "CLAIM_METHODS", "oracle_verifier", "paired_difference",
+           "numpy_doc_prompts", "wikitext_prompts", "detokenize_wikitext",
            "reproduce_claims", "ClaimsTable", "write_claims", "add_parser", "run_cli"]
