@@ -165,29 +165,50 @@ def test_update_is_invariant_to_an_affine_rescaling_of_the_verifier(tok):
 # ------------------------------------------------- against independent twins
 @pytest.mark.parametrize("placement", ["hidden", "embedding"])
 def test_candidates_and_tokens_follow_member_and_mean_states(tok, placement):
-    """Greedy, K = 1: member j's candidate is greedy decoding under member j's state
-    alone; the cycle's tokens are greedy decoding under the analysis mean."""
+    """Greedy, K = 1, I = 5, L = 3: member j's candidate is greedy decoding under member j's
+    state alone; the cycle's first L tokens (commit "mean") are greedy decoding under the
+    forecast mean, the other I - L under the analysis mean after them."""
     model = model_for("gpt2", tok)
-    L = 3
+    I, L = 5, 3
     res = generate(model, tok, "the cat", filter="etkf", placement=placement, members=3,
-                   candidates=1, every=L, max_new_tokens=6, sample=False, P0=0.3,
-                   progress=False)
+                   candidates=1, every=I, candidate_length=L, max_new_tokens=10,
+                   sample=False, P0=0.3, progress=False)
     ds = res.dataset
+    assert ds.candidate_token_id.shape == (2, 3, 1, L)
     pl = HiddenScale(model) if placement == "hidden" else EmbeddingScale(model)
     prompt = res.prompt_ids.tolist()
     for c in range(2):
-        ctx = prompt + res.token_ids[:c * L].tolist()
+        ctx = prompt + res.token_ids[:c * I].tolist()
         for j in range(3):
             expect = greedy_under(pl, ctx, ds.member_state.values[c, j], L)
             assert ds.candidate_token_id.values[c, j, 0].tolist() == expect, (c, j)
-        expect = greedy_under(pl, ctx, ds.analysis_mean.values[c], L)
-        assert res.token_ids[c * L:(c + 1) * L].tolist() == expect, c
+        head = greedy_under(pl, ctx, ds.forecast_mean.values[c], L)
+        assert res.token_ids[c * I:c * I + L].tolist() == head, c
+        rest = greedy_under(pl, ctx + head, ds.analysis_mean.values[c], I - L)
+        assert res.token_ids[c * I + L:(c + 1) * I].tolist() == rest, c
+        assert int(ds.committed.values[c]) == -1
+
+
+@pytest.mark.parametrize("placement", ["hidden", "svf"])
+def test_commit_best_commits_the_best_scored_candidate(tok, placement):
+    model = model_for("gpt2", tok)
+    res = generate(model, tok, "the cat", filter="enkf", placement=placement, members=3,
+                   candidates=2, every=6, candidate_length=4, max_new_tokens=12,
+                   commit="best", progress=False)
+    ds = res.dataset
+    for c in range(2):
+        flat = ds.score.values[c].reshape(-1)
+        best = int(np.argmax(flat))
+        assert int(ds.committed.values[c]) == best
+        j, k = divmod(best, 2)
+        assert res.token_ids[c * 6:c * 6 + 4].tolist() == \
+            ds.candidate_token_id.values[c, j, k].tolist()
 
 
 def test_self_verifier_scores_are_base_model_log_probabilities(tok):
     model = model_for("llama", tok)
     res = generate(model, tok, "a bird flew", filter="enkf", members=2, candidates=2,
-                   every=4, max_new_tokens=8, progress=False)
+                   every=4, candidate_length=4, max_new_tokens=8, progress=False)
     ds = res.dataset
     ctx = res.prompt_ids.tolist() + res.token_ids[:4].tolist()  # context of cycle 1
     for j in range(2):
@@ -356,7 +377,7 @@ def test_load_verifier_from_a_file(tmp_path):
     ({"candidates": -2}, ValueError, r"candidates \(K\) must be an integer >= 1"),
     ({"candidates": 1.5}, ValueError, r"candidates \(K\) must be an integer >= 1"),
     ({"candidates": True}, ValueError, r"candidates \(K\) must be an integer >= 1"),
-    ({"every": 0}, ValueError, r"every \(L, tokens per cycle\) must be an integer >= 1"),
+    ({"every": 0}, ValueError, r"every \(I, tokens per cycle\) must be an integer >= 1"),
     ({"max_new_tokens": 0}, ValueError, "max_new_tokens must be an integer >= 1"),
     ({"filter": "kalman"}, ValueError, "filter must be one of etkf, enkf, ukf"),
     ({"members": 1}, ValueError, "members must be an integer >= 2"),
@@ -386,10 +407,12 @@ def test_bad_input_is_a_clear_error(tok, kwargs, error, message):
 def test_netcdf_log_is_written_as_it_goes_and_readable(tok, tmp_path):
     path = tmp_path / "run" / "gen.nc"
     res = generate(model_for("llama", tok), tok, "the dog", filter="etkf", members=3,
-                   candidates=2, every=4, max_new_tokens=10, out=path, progress=False)
+                   candidates=2, every=4, candidate_length=4, max_new_tokens=10, out=path,
+                   progress=False)
     assert res.path == os.fspath(path)
     ds = xr.load_dataset(path, engine="netcdf4")
-    assert dict(ds.sizes) == {"time": 3, "state": 32, "member": 3, "candidate": 2, "token": 4}
+    assert dict(ds.sizes) == {"time": 3, "state": 32, "member": 3, "candidate": 2, "token": 4,
+                              "candidate_token": 4}
     assert ds.attrs["status"] == "complete" and int(ds.attrs["cycles_completed"]) == 3
     assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["filter"] == "etkf"
     assert all("long_name" in ds[v].attrs and "units" in ds[v].attrs for v in ds.data_vars)
@@ -523,6 +546,30 @@ def test_reproduce_claims_rows_are_consistent(word_tok):
     assert "seed claims" in t.table() and "+12.7" in t.table()
 
 
+class _Letters:
+    """A toy sentence encoder: counts of the letters a, e and o."""
+
+    def encode(self, texts):
+        return np.array([[t.count("a"), t.count("e"), t.count("o")] for t in texts], float)
+
+
+def test_oracle_row_scores_candidates_with_the_coherence_metric(word_tok):
+    from da_embed.claims import oracle_verifier
+
+    v = oracle_verifier("the cat sat", _Letters())
+    texts = ["a dog", "one bee", "the ant"]
+    expect = cosine_coherence(["the cat sat"] * 3, texts, _Letters())
+    np.testing.assert_allclose(v(None, None, "", texts), expect, atol=1e-12)
+    model = tiny_gpt2(vocab_size=len(word_tok), initializer_range=INIT)
+    kw = dict(methods=["base", "oracle"], members=2, every=4, candidate_length=4,
+              max_new_tokens=8, progress=False)
+    t = reproduce_claims(model, word_tok, ["the cat", "a bird flew"], encoder=_Letters(), **kw)
+    assert [r["method"] for r in t.rows] == ["base", "oracle"]
+    assert "oracle" in t.table() and "verifier is the coherence metric" in t.table()
+    with pytest.raises(ValueError, match="oracle.*needs the coherence sentence encoder"):
+        reproduce_claims(model, word_tok, ["the cat"], encoder=None, **kw)
+
+
 @pytest.fixture(scope="module")
 def saved_model(tok, tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
@@ -578,3 +625,17 @@ def test_cli_claims_writes_the_table(saved_model, tmp_path, capsys):
     code, _, stderr = cli(["claims", "--model", saved_model, "--corpus", corpus, "--prompts",
                            9, "--no-progress"], capsys)
     assert code == 2 and "fewer than the 9 prompts" in stderr
+
+
+def test_numpy_doc_prompts_are_sentences_and_paired_difference_by_hand():
+    from da_embed.claims.prompts import numpy_doc_prompts
+    from da_embed.claims.rows import paired_difference
+
+    p = numpy_doc_prompts(30)
+    assert len(p) == len(set(p)) == 30
+    assert all(s.endswith(".") and len(s) >= 20 and "(" not in s.split()[0] for s in p)
+    d, lo, hi = paired_difference([0.3, 0.1, np.nan, 0.5], [0.1, 0.2, 0.4, 0.1])
+    assert d == pytest.approx((0.2 - 0.1 + 0.4) / 3)
+    assert lo <= d <= hi
+    d0, lo0, hi0 = paired_difference([0.2] * 5, [0.2] * 5)
+    assert (d0, lo0, hi0) == (0.0, 0.0, 0.0)

@@ -21,7 +21,8 @@ Protocol (printed with the table):
 * coherence (Su et al. 2022, or the labelled judge fallback), diversity and
   speed from :mod:`da_embed.textmetrics`; changes against base with 95 %
   percentile-bootstrap intervals over prompts (paired);
-* extra memory: the largest peak RSS increase of one generation call;
+* extra memory: the largest peak heap increase of one generation call
+  (:class:`~da_embed.memory.PeakHeap`: independent of what ran before);
 * parameters: the numbers that adapt the model (the state; no learned
   dynamics here, so the seeds' transition network and adapter are absent).
 
@@ -31,9 +32,11 @@ and writes the table of the prompts every method completed (exit status 130).
 """
 
 from .command import add_parser, run_cli
-from .prompts import detokenize_wikitext, wikitext_prompts
-from .reproduce import CLAIM_METHODS, reproduce_claims
+from .prompts import detokenize_wikitext, numpy_doc_prompts, wikitext_prompts
+from .reproduce import CLAIM_METHODS, oracle_verifier, reproduce_claims
+from .rows import paired_difference
 from .table import SEED_CLAIMS, ClaimsTable, write_claims
 
-__all__ = ["SEED_CLAIMS", "CLAIM_METHODS", "wikitext_prompts", "detokenize_wikitext",
+__all__ = ["SEED_CLAIMS", "CLAIM_METHODS", "oracle_verifier", "paired_difference",
+           "numpy_doc_prompts", "wikitext_prompts", "detokenize_wikitext",
            "reproduce_claims", "ClaimsTable", "write_claims", "add_parser", "run_cli"]

@@ -12,7 +12,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-from .prompts import wikitext_prompts
+from ..generate.command import add_cycle_arguments
+from .prompts import numpy_doc_prompts, wikitext_prompts
 from .reproduce import CLAIM_METHODS, DEFAULT_METHODS, ClaimsInterrupted, reproduce_claims
 from .table import write_claims
 
@@ -43,6 +44,10 @@ def add_parser(sub) -> None:
                     "1.03x slower, 110 MB, ~0.1M parameters).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompts", type=int, default=50, help="number of prompts")
+    p.add_argument("--prompt-source", default="wikitext", choices=("wikitext", "numpy"),
+                   help="wikitext: first sentences of --corpus paragraphs; numpy: first "
+                        "sentences of numpy's docstrings (a second domain the reference "
+                        "model was not trained on)")
     p.add_argument("--corpus", default=None,
                    help="WikiText-style file of paragraphs; default: WikiText-2 test.txt")
     p.add_argument("--model", default=None, help="local causal LM folder; default: the "
@@ -50,7 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma-separated, from {', '.join(CLAIM_METHODS)}")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--every", type=int, default=8, help="L tokens per cycle")
+    add_cycle_arguments(p)
     p.add_argument("--candidates", type=int, default=1, help="K candidates per member")
     p.add_argument("--members", type=int, default=8, help="ensemble size / perturbations")
     p.add_argument("--ukf-subspace", default="random:4", help="subspace of the UKF")
@@ -74,6 +79,8 @@ class ClaimsOptions:
     ----------
     prompts, corpus, model, methods, max_new_tokens, every, candidates, members
         As the flags of the same name (``methods`` comma-separated).
+    prompt_source, candidate_length, commit
+        As ``--prompt-source``, ``--candidate-length`` and ``--commit``.
     ukf_subspace, verifier, judge_model, greedy, top_p, temperature, seed, out
         As the flags of the same name.
     progress : bool
@@ -104,6 +111,9 @@ class ClaimsOptions:
     seed: int
     out: str
     progress: bool
+    prompt_source: str = "wikitext"
+    candidate_length: int | None = None
+    commit: str = "mean"
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> "ClaimsOptions":
@@ -138,7 +148,7 @@ def run_cli(args: argparse.Namespace) -> int:
     >>> run_cli(sub.choices["claims"].parse_args(["--methods", "base,x"]))
     Traceback (most recent call last):
     ...
-    ValueError: --methods: unknown ['x']; choose from base, verification, enkf, etkf, ukf
+    ValueError: --methods: unknown ['x']; choose from base, verification, enkf, etkf, ukf, oracle
     """
     return _run_claims(ClaimsOptions.from_namespace(args))
 
@@ -154,8 +164,14 @@ def _run_claims(opts: ClaimsOptions) -> int:
     unknown = [m for m in methods if m not in CLAIM_METHODS]
     if unknown:
         raise ValueError(f"--methods: unknown {unknown}; choose from {', '.join(CLAIM_METHODS)}")
-    corpus = opts.corpus if opts.corpus is not None else wikitext_path("test")
-    prompts = wikitext_prompts(corpus, opts.prompts)
+    if opts.prompt_source == "numpy":
+        prompts = numpy_doc_prompts(opts.prompts)
+        source = f"first sentences of the first {len(prompts)} public numpy docstrings"
+    else:
+        corpus = opts.corpus if opts.corpus is not None else wikitext_path("test")
+        prompts = wikitext_prompts(corpus, opts.prompts)
+        source = (f"first sentences of the first {len(prompts)} paragraphs of "
+                  f"{os.fspath(corpus)}")
     verifier = opts.verifier
     if verifier not in ("self", "judge"):
         verifier = load_verifier(verifier)
@@ -166,12 +182,12 @@ def _run_claims(opts: ClaimsOptions) -> int:
     try:
         table = reproduce_claims(
             model, tokenizer, prompts, methods=methods, members=opts.members,
-            candidates=opts.candidates, every=opts.every, max_new_tokens=opts.max_new_tokens,
+            candidates=opts.candidates, every=opts.every, candidate_length=opts.candidate_length,
+            commit=opts.commit, max_new_tokens=opts.max_new_tokens,
             verifier=verifier, judge_model=opts.judge_model, ukf_subspace=opts.ukf_subspace,
             top_p=opts.top_p, temperature=opts.temperature, seed=opts.seed, model_name=name,
             **({"sample": False} if opts.greedy else {}),
-            prompt_source=f"first sentences of the first {len(prompts)} paragraphs of "
-                          f"{os.fspath(corpus)}",
+            prompt_source=source,
             progress=opts.progress, out=out)
     except ClaimsInterrupted as stop:
         partial = stop.table()

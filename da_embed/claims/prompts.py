@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["detokenize_wikitext", "wikitext_prompts"]
+__all__ = ["detokenize_wikitext", "wikitext_prompts", "numpy_doc_prompts"]
 
 _DETOK = [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" , ", ", "), (" ; ", "; "),
           (" : ", ": "), (" 's ", "'s "), (" n't", "n't"), ("( ", "("), (" )", ")")]
@@ -81,3 +81,58 @@ def wikitext_prompts(path, n: int = 50) -> list[str]:
             return prompts
     raise ValueError(f"{os.fspath(path)!r} has {len(prompts)} paragraphs, fewer than the "
                      f"{n} prompts asked for")
+
+
+def numpy_doc_prompts(n: int = 50) -> list[str]:
+    """First sentences of numpy's public docstrings: a second, held-out prompt domain.
+
+    The reference model is trained on the standard library's documentation
+    (:func:`da_embed.corpora.stdlib_corpus`), so that text cannot serve as a
+    held-out domain; numpy (a dependency, so always installed) ships its own
+    docstrings, technical prose the model has not seen.  Names of the
+    ``numpy`` namespace in sorted order; the first sentence of each summary
+    line (at least 20 characters, each text once).
+
+    Parameters
+    ----------
+    n : int, default 50
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        If numpy has fewer than ``n`` such docstrings.
+
+    Examples
+    --------
+    >>> len(numpy_doc_prompts(3))
+    3
+    """
+    import inspect
+
+    import numpy
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (number of prompts) must be an integer >= 1, got {n!r}")
+    prompts, seen = [], set()
+    for name in sorted(dir(numpy)):
+        if name.startswith("_"):
+            continue
+        doc = inspect.getdoc(getattr(numpy, name, None)) or ""
+        paras = [" ".join(p.split()) for p in doc.strip().split("\n\n")]
+        paras = [p for p in paras if p and not re.match(r"[\w.]+\(", p)]  # not a signature
+        if not paras:
+            continue
+        head, sep, _ = paras[0].partition(". ")
+        text = head + "." if sep else paras[0]
+        if len(text) < 20 or not text.endswith(".") or text in seen or not text[0].isalpha():
+            continue
+        seen.add(text)
+        prompts.append(text)
+        if len(prompts) == n:
+            return prompts
+    raise ValueError(f"numpy has {len(prompts)} usable docstrings, fewer than the {n} "
+                     f"prompts asked for")

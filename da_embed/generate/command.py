@@ -13,11 +13,37 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..checks import check_int
-from .config import FILTERS, GenerationConfig
+from .config import CANDIDATE_LENGTH, COMMITS, EVERY, FILTERS, GenerationConfig
 from .generation import generate
 from .verifiers import load_verifier
 
-__all__ = ["add_parser", "load_generator", "run_cli"]
+__all__ = ["add_parser", "add_cycle_arguments", "load_generator", "run_cli"]
+
+
+def add_cycle_arguments(p) -> None:
+    """Add ``--every``, ``--candidate-length`` and ``--commit`` (shared by generate and claims).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+
+    Examples
+    --------
+    >>> p = argparse.ArgumentParser()
+    >>> add_cycle_arguments(p)
+    >>> a = p.parse_args(["--every", "32", "--commit", "best"])
+    >>> a.every, a.candidate_length, a.commit
+    (32, None, 'best')
+    """
+    p.add_argument("--every", type=int, default=EVERY,
+                   help="I, tokens per cycle: the assimilation interval")
+    p.add_argument("--candidate-length", type=int, default=None,
+                   help=f"L, tokens per candidate (<= --every); default min({CANDIDATE_LENGTH}, "
+                        f"--every).  The first L tokens of a cycle are decoded with the "
+                        f"candidates and committed, the other I - L by the analysis mean")
+    p.add_argument("--commit", default="mean", choices=tuple(COMMITS),
+                   help="which candidate becomes the cycle's first L tokens: "
+                        + "; ".join(f"{k}: {v}" for k, v in COMMITS.items()))
 
 
 def add_parser(sub) -> None:
@@ -33,16 +59,18 @@ def add_parser(sub) -> None:
     >>> parser = argparse.ArgumentParser(prog="da-embed")
     >>> add_parser(parser.add_subparsers(dest="command"))
     >>> args = parser.parse_args(["generate", "--prompt", "the cat", "--greedy"])
-    >>> args.filter, args.every, args.greedy
-    ('etkf', 8, True)
+    >>> args.filter, args.every, args.candidate_length, args.commit, args.greedy
+    ('etkf', 64, None, 'mean', True)
     """
     p = sub.add_parser(
         "generate", help="generate text steered by scored candidates (pseudo-observations)",
         description="Every --every tokens each ensemble member / sigma point proposes "
-                    "--candidates continuations, a verifier scores them, the scores are "
-                    "assimilated as pseudo-observations into the scale state, and the "
-                    "updated mean state generates the next tokens.  Prints the text; logs "
-                    "states, candidates and scores to --out (netCDF).",
+                    "--candidates continuations of --candidate-length tokens, decoded as one "
+                    "batch from the text's KV cache together with a row of the filter's mean; "
+                    "a verifier scores them, the scores are assimilated as pseudo-observations "
+                    "into the scale state, the --commit candidate becomes the next tokens and "
+                    "the updated mean state generates the rest of the cycle.  Prints the "
+                    "text; logs states, candidates and scores to --out (netCDF).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompt", required=True, help="the prompt text")
     p.add_argument("--model", help="local Hugging Face causal LM folder (model + tokenizer); "
@@ -53,7 +81,7 @@ def add_parser(sub) -> None:
                    help="hidden, embedding, svf[:targets], rotary[:mode]")
     p.add_argument("--subspace", default=None, help="random:k (a random k-dim subspace)")
     p.add_argument("--candidates", type=int, default=1, help="K candidates per member")
-    p.add_argument("--every", type=int, default=8, help="L tokens per cycle")
+    add_cycle_arguments(p)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--members", type=int, default=8,
                    help="ensemble size (enkf, etkf) or perturbations (verification)")
@@ -140,7 +168,7 @@ def _command(args) -> _Command:
     if not args.prompt.strip():
         raise ValueError("prompt must not be empty")
     check_int(args.candidates, "candidates (K)", 1)
-    check_int(args.every, "every (L, tokens per cycle)", 1)
+    check_int(args.every, "every (I, tokens per cycle)", 1)
     check_int(args.max_new_tokens, "max_new_tokens", 1)
     R = _number_or(args.R, "auto", "--R")
     target = _number_or(args.target, "best", "--target")
@@ -151,7 +179,8 @@ def _command(args) -> _Command:
         raise ValueError("--verifier judge needs --judge-model PATH")
     return _Command(args.prompt, args.model, GenerationConfig(
         filter=args.filter, placement=args.placement, subspace=args.subspace,
-        candidates=args.candidates, every=args.every, max_new_tokens=args.max_new_tokens,
+        candidates=args.candidates, every=args.every, candidate_length=args.candidate_length,
+        commit=args.commit, max_new_tokens=args.max_new_tokens,
         verifier=verifier, judge_model=args.judge_model, members=args.members,
         sample=not args.greedy, temperature=args.temperature, top_p=args.top_p, P0=args.P0,
         Q=args.Q, R=R, target=target, inflation=args.inflation, eta=args.eta,

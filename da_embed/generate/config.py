@@ -9,7 +9,13 @@ from typing import Any
 
 from ..checks import check_int
 
-__all__ = ["FILTERS", "GenerationConfig"]
+__all__ = ["FILTERS", "COMMITS", "EVERY", "CANDIDATE_LENGTH", "GenerationConfig"]
+
+#: Default assimilation interval I (tokens per cycle), chosen from the measured cost curve
+#: (docs/benchmarks.md, "Cost of generation with candidates").
+EVERY = 64
+#: Default candidate length L (capped at the interval), from the same curve.
+CANDIDATE_LENGTH = 2
 
 #: Filter names of :func:`~da_embed.generate.generate` and what they do.
 FILTERS = {
@@ -18,6 +24,13 @@ FILTERS = {
     "ukf": "unscented Kalman filter: M = 2n + 1 sigma points (use a small state or a subspace)",
     "verification": "the seeds' rule s <- s + eta * mean_j(z_j h_j), M = members perturbations",
     "none": "the base model's own generation (no candidates, no adaptation)",
+}
+
+#: What a cycle commits as its first ``candidate_length`` tokens.
+COMMITS = {
+    "mean": "the candidate of the row that carries the filter's mean (decoded in the same "
+            "batch as the members' candidates; the state alone drives the text)",
+    "best": "the best-scored of the members' candidates (best-of-M*K under the verifier)",
 }
 
 
@@ -50,8 +63,16 @@ class GenerationConfig:
         needs 2k + 1 sigma points).
     candidates : int, default 1
         K, candidates per member and cycle (>= 1; > 1 needs ``sample``).
-    every : int, default 8
-        L, tokens per cycle (candidate length and assimilation interval).
+    every : int, default :data:`EVERY`
+        I, tokens per cycle: the assimilation interval.
+    candidate_length : int, optional
+        L, tokens per candidate (1 <= L <= I); default
+        ``min(CANDIDATE_LENGTH, every)``.
+        The first L tokens of a cycle are decoded together with the
+        candidates and committed (see ``commit``); the remaining I - L by the
+        analysis mean alone.
+    commit : {"mean", "best"}, default "mean"
+        Which candidate becomes the cycle's first L tokens (:data:`COMMITS`).
     max_new_tokens : int, default 64
     verifier : "self", "judge", callable or path, default "self"
         See :func:`~da_embed.generate.make_verifier`.
@@ -100,7 +121,9 @@ class GenerationConfig:
     placement: Any = "hidden"
     subspace: str | None = None
     candidates: int = 1
-    every: int = 8
+    every: int = EVERY
+    candidate_length: int | None = None
+    commit: str = "mean"
     max_new_tokens: int = 64
     verifier: Any = "self"
     judge_model: Any = None
@@ -136,7 +159,14 @@ class GenerationConfig:
         if not prompt.strip():
             raise ValueError("prompt must not be empty")
         K = check_int(self.candidates, "candidates (K)", 1)
-        L = check_int(self.every, "every (L, tokens per cycle)", 1)
+        L = check_int(self.every, "every (I, tokens per cycle)", 1)
+        Lc = (min(CANDIDATE_LENGTH, L) if self.candidate_length is None
+              else check_int(self.candidate_length, "candidate_length", 1))
+        if Lc > L:
+            raise ValueError(f"candidate_length must be <= every (the cycle's {L} tokens), "
+                             f"got {Lc}")
+        if self.commit not in COMMITS:
+            raise ValueError(f"commit must be one of {', '.join(COMMITS)}, got {self.commit!r}")
         T_new = check_int(self.max_new_tokens, "max_new_tokens", 1)
         seed = check_int(self.seed, "seed", 0)
         temperature = _check_float(self.temperature, "temperature")
@@ -162,6 +192,6 @@ class GenerationConfig:
                                  f"pairs), got {members}")
         sigma = math.sqrt(P0) if self.sigma is None else _check_float(self.sigma, "sigma")
         eta = sigma if self.eta is None else _check_float(self.eta, "eta")
-        return replace(self, candidates=K, every=L, max_new_tokens=T_new, seed=seed,
+        return replace(self, candidates=K, every=L, candidate_length=Lc, max_new_tokens=T_new, seed=seed,
                        temperature=temperature, top_p=top_p, P0=P0, Q=Q, R=R, target=target,
                        members=members, sigma=sigma, eta=eta)

@@ -1,10 +1,12 @@
-"""The cycle loop of a run: forecast, candidates, verification, analysis, the cycle's tokens.
+"""The cycle loop of a run: forecast, candidates, verification, analysis, commit, the rest.
 
 The order of the random draws is part of the method (a run is reproducible
-from its seed): per cycle the filter's forecast and the perturbations of the
+from its seed): per cycle the main generator draws the uniforms of the
+cycle's I output tokens (the first L of them decode the mean row of the
+candidate batch), then the filter's forecast and the perturbations of the
 verification rule draw from the filter's generator, the candidates' uniforms
-from the candidates' generator, the analysis (EnKF) again from the filter's,
-and the output tokens from the main generator.
+from the candidates' generator, and the analysis (EnKF) again from the
+filter's.
 
 Shapes: M members (or sigma points), K candidates per member, L tokens per
 cycle, n state size.
@@ -12,7 +14,6 @@ cycle, n state size.
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
@@ -24,13 +25,14 @@ from filters.covariance import as_covariance
 from filters.states import GaussianState
 
 from ..dynamics import RandomWalk
-from ..lm.kv_cache import prefill
+from ..lm.kv_cache import forward_with_cache, output_cache, prefill
 from ..progress import progress_bar
 from .analysis import _ScoreObservation, pseudo_target, verification_update
 from .config import GenerationConfig
-from .decoding import _decode
+from .batch import cached_logprob, decode_rows, fuses_verifier, head_logprob, select_row
 from .preparation import RunSetup
 from .result import GenerationResult
+from .verifiers import LogProbVerifier
 
 __all__ = ["CycleLoop"]
 
@@ -91,7 +93,9 @@ class CycleLoop:
         self.scores_all: list[np.ndarray] = []
         self.failures = self.skipped = 0
         self.error_messages: list[str] = []
-        self.base_cache = None
+        self.cache = None  # the committed text but its last token (shared prefix cache)
+        self.vcache = None  # the verifier's own cache of the same, when it keeps one
+        self.fused = False  # the self verifier reads the candidates' own head inputs
         self.seconds = float("nan")
 
     # ------------------------------------------------------------ the state
@@ -109,7 +113,7 @@ class CycleLoop:
         """Dimension sizes of the run's log (0: a dimension the run does not have)."""
         M = self.setup.members
         return {"state": self.setup.n, "member": M, "candidate": self.cfg.candidates if M else 0,
-                "token": self.cfg.every}
+                "token": self.cfg.every, "candidate_token": self.cfg.candidate_length if M else 0}
 
     # ------------------------------------------------------------- the run
     def run(self, log) -> None:
@@ -143,7 +147,8 @@ class CycleLoop:
     def _cycles(self, log) -> None:
         cfg = self.cfg
         if self.setup.shared:
-            self.base_cache = prefill(self.model, torch.tensor([self.ids[:-1]], dtype=torch.long))
+            self.cache = prefill(self.model, torch.tensor([self.ids[:-1]], dtype=torch.long))
+        self._start_verifier_cache()
         cycles = -(-cfg.max_new_tokens // cfg.every)
         bar = progress_bar(range(cycles), desc=f"generate ({cfg.filter})",
                            disable=not cfg.progress, unit="cycle")
@@ -161,11 +166,17 @@ class CycleLoop:
         record: dict[str, Any] = {}
         self._forecast(c, record)
         ctx = torch.tensor([self.ids], dtype=torch.long)  # (1, T)
+        u_main = self.rng_main.random((1, steps)) if self.cfg.sample else None
+        head, cache = [], self.cache
         if self.setup.members:
-            self._assimilate(c, ctx, steps, record)
+            head, cache = self._assimilate(c, ctx, steps, u_main, record)
         mean, spread = self.mean, self.spread
         t5 = time.perf_counter()
-        new = self._tokens(ctx, steps, mean)
+        rest = self._continue(head, steps - len(head), u_main, cache, mean)
+        new = head + rest
+        self._extend_verifier_cache(new)
+        self.ids.extend(new)
+        self.generated.extend(new)
         t6 = time.perf_counter()
         tok_pad = np.full(self.cfg.every, -1, dtype=np.int64)
         tok_pad[:steps] = new
@@ -184,27 +195,43 @@ class CycleLoop:
         record["forecast_mean"] = self.x.copy() if self.flt is None else self.state.mean
         record["forecast_spread"] = self.spread
 
-    def _assimilate(self, c: int, ctx: torch.Tensor, steps: int, record: dict) -> None:
-        """Candidates of every member, their scores, and the analysis."""
-        M, K, L = self.setup.members, self.cfg.candidates, self.cfg.every
+    def _assimilate(self, c: int, ctx: torch.Tensor, steps: int, u_main, record: dict):
+        """Candidates of every member and the mean row, their scores, the analysis, the commit.
+
+        Returns the committed head (the first ``min(candidate_length, steps)``
+        tokens of the cycle) and the cache it was decoded on (one row after
+        :func:`select_row` when the prefix cache is shared, else None).
+        """
+        M, K, Lc = self.setup.members, self.cfg.candidates, self.cfg.candidate_length
+        n_cand = min(Lc, steps)
         X, weights, H = self._member_states()
-        u = self.rng_cand.random((K, steps)) if self.cfg.sample else None
-        U = None if u is None else np.tile(u, (M, 1))  # (M * K, steps), same u per k
+        u = self.rng_cand.random((K, n_cand)) if self.cfg.sample else None
+        # row 0: the current mean (main stream's uniforms); rows 1..: member-major candidates
+        rows = np.vstack([np.asarray(self.mean, dtype=float)[None], np.repeat(X, K, axis=0)])
+        U = None if u is None else np.vstack([u_main[:, :n_cand], np.tile(u, (M, 1))])
+        heads = [] if self.fused else None
         t1 = time.perf_counter()
-        cand = self._candidates(ctx, X, steps, U)
+        tok, cache = decode_rows(self.model, self.setup.placement, rows, ctx, n_cand, U,
+                                 cache=self.cache if self.setup.shared else None,
+                                 temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                 head_inputs=heads)
+        cand = tok[1:].numpy()  # (M * K, n_cand)
         t2 = time.perf_counter()
         texts = [self.tokenizer.decode(row.tolist()) for row in cand]
-        HE, bad = self._scores(cand, texts)
+        HE, bad = self._scores(cand, texts, None if heads is None else [h[1:] for h in heads])
         t3 = time.perf_counter()
         y, r, analysed = self._analysis(X, weights, H, HE)
         t4 = time.perf_counter()
-        pad = np.full((M * K, L), -1, dtype=np.int64)
-        pad[:, :steps] = cand
+        committed = self._committed(HE)
+        head = tok[committed + 1].tolist()
+        cache = select_row(cache, committed + 1) if self.setup.shared else None
+        pad = np.full((M * K, Lc), -1, dtype=np.int64)
+        pad[:, :n_cand] = cand
         record.update({
-            "member_state": X, "candidate_token_id": pad.reshape(M, K, L),
+            "member_state": X, "candidate_token_id": pad.reshape(M, K, Lc),
             "candidate_text": np.array(texts, dtype=object).reshape(M, K),
             "score": HE, "observation": y, "obs_variance": r,
-            "verifier_failures": bad, "analysed": int(analysed),
+            "verifier_failures": bad, "analysed": int(analysed), "committed": committed,
             "wall_time_candidates": t2 - t1, "wall_time_verifier": t3 - t2,
             "wall_time_analysis": t4 - t3})
         self.scores_all.append(HE)
@@ -213,6 +240,13 @@ class CycleLoop:
 
             raise AssimilationDiverged(f"the state became non-finite at cycle {c}; "
                                        "lower P0, Q or eta")
+        return head, cache
+
+    def _committed(self, HE: np.ndarray) -> int:
+        """The committed candidate (member-major index into HE), or -1 for the mean row."""
+        if self.cfg.commit == "mean" or not np.isfinite(HE).any():
+            return -1
+        return int(np.nanargmax(HE.reshape(-1)))  # first maximum
 
     def _member_states(self):
         """States X (M, n) that propose candidates, their weights (M,), and directions H."""
@@ -226,28 +260,48 @@ class CycleLoop:
         H = np.concatenate([half, -half])  # (M, n) antithetic directions
         return self.x + self.cfg.sigma * H, None, H
 
-    def _candidates(self, ctx: torch.Tensor, X: np.ndarray, steps: int,
-                    U: np.ndarray | None) -> np.ndarray:
-        """Token ids (M * K, steps) of the candidates, member-major."""
-        rows = self.setup.members * self.cfg.candidates
-        with self.setup.placement.using(X):
-            if self.setup.shared:
-                cache = copy.deepcopy(self.base_cache)
-                cache.batch_repeat_interleave(rows)
-            else:
-                cache = prefill(self.model, ctx[:, :-1].repeat(rows, 1))
-            cand = _decode(self.model, cache, ctx[:, -1:].repeat(rows, 1), steps, U,
-                           self.cfg.temperature, self.cfg.top_p).numpy()
-        del cache
-        return cand
+    # ------------------------------------------------------------ the verifier
+    def _cached_verifier(self):
+        """The verifier's model when it scores token ids from a KV cache, else None."""
+        v = self.setup.verifier
+        if isinstance(v, LogProbVerifier) and v.tokenizer is None:
+            return v.model
+        return None
 
-    def _scores(self, cand: np.ndarray, texts: list[str]) -> tuple[np.ndarray, int]:
-        """Score matrix HE (M, K) (NaN: the verifier failed) and the number of failures."""
+    def _start_verifier_cache(self) -> None:
+        """The verifier's own cache of the prompt, unless it reads the shared one."""
+        vmodel = self._cached_verifier()
+        self.fused = (vmodel is self.model and self.setup.members > 0
+                      and fuses_verifier(self.model, self.setup.placement))
+        if vmodel is None or (vmodel is self.model and self.setup.shared):
+            return
+        self.vcache = prefill(vmodel, torch.tensor([self.ids[:-1]], dtype=torch.long))
+
+    def _extend_verifier_cache(self, new: list[int]) -> None:
+        if self.vcache is not None and new:
+            # outside using(): the hooks are the identity, so this is the frozen model
+            ids = torch.tensor([self.ids[-1:] + new[:-1]], dtype=torch.long)
+            self.vcache = output_cache(forward_with_cache(self._cached_verifier(), ids,
+                                                          self.vcache))
+
+    def _scores(self, cand: np.ndarray, texts: list[str], heads) -> tuple[np.ndarray, int]:
+        """Score matrix HE (M, K) (NaN: the verifier failed) and the number of failures.
+
+        ``heads``: the candidates' LM-head inputs when the self verifier is
+        fused with their decoding (:func:`~da_embed.generate.batch.fuses_verifier`).
+        """
         rows = cand.shape[0]
-        context_text = self.tokenizer.decode(self.ids)
+        vmodel = self._cached_verifier()
         try:
-            sc = np.asarray(self.setup.verifier(np.asarray(self.ids), cand, context_text, texts),
-                            dtype=float).reshape(rows)
+            if heads is not None:  # one batched pass of the frozen head
+                sc = head_logprob(self.model, heads, cand)
+            elif vmodel is not None:  # one batched pass on the context's cache
+                cache = self.cache if self.vcache is None else self.vcache
+                sc = cached_logprob(vmodel, cache, self.ids[-1], cand)
+            else:
+                sc = self.setup.verifier(np.asarray(self.ids), cand,
+                                         self.tokenizer.decode(self.ids), texts)
+            sc = np.asarray(sc, dtype=float).reshape(rows)
         except Exception as exc:  # noqa: BLE001 - a failing verifier skips the cycle
             if len(self.error_messages) < 5:
                 self.error_messages.append(f"{type(exc).__name__}: {exc}")
@@ -279,23 +333,32 @@ class CycleLoop:
         self.skipped += int(not analysed)
         return y, r, analysed
 
-    def _tokens(self, ctx: torch.Tensor, steps: int, mean: np.ndarray) -> list[int]:
-        """The cycle's output tokens, driven by the analysis mean."""
+    def _continue(self, head: list[int], n: int, u_main, cache, mean: np.ndarray) -> list[int]:
+        """The cycle's tokens after the committed head, driven by the analysis mean.
+
+        ``cache`` holds the context and the head but its last token (one row)
+        when the prefix cache is shared; it becomes the run's cache.
+        Otherwise the context is run once under the mean (exact: the trunk
+        depends on the state).
+        """
         cfg, shared = self.cfg, self.setup.shared
-        u_main = self.rng_main.random((1, steps)) if cfg.sample else None
-        first = ctx[:, -1:]
+        if n <= 0:
+            if shared:
+                self.cache = cache
+            return []
+        u = None if u_main is None else u_main[:, len(head):]
+        ctx = torch.tensor([self.ids + head], dtype=torch.long)  # (1, T + len(head))
         if cfg.filter == "none":
-            new = _decode(self.model, self.base_cache, first, steps, u_main, cfg.temperature,
-                          cfg.top_p)
+            tok, cache = decode_rows(self.model, None, None, ctx, n, u, cache=cache,
+                                     own_cache=True, temperature=cfg.temperature,
+                                     top_p=cfg.top_p)
         else:
-            with self.setup.placement.using(mean[None]):
-                cache = self.base_cache if shared else prefill(self.model, ctx[:, :-1])
-                new = _decode(self.model, cache, first, steps, u_main, cfg.temperature,
-                              cfg.top_p)
-        new = new[0].tolist()
-        self.ids.extend(new)
-        self.generated.extend(new)
-        return new
+            tok, cache = decode_rows(self.model, self.setup.placement, mean[None], ctx, n, u,
+                                     cache=cache if shared else None, own_cache=True,
+                                     temperature=cfg.temperature, top_p=cfg.top_p)
+        if shared:
+            self.cache = cache
+        return tok[0].tolist()
 
     # ------------------------------------------------------------ the result
     def result(self, prompt: str, log) -> GenerationResult:

@@ -1,21 +1,18 @@
-"""Decoding: inverse-CDF (or greedy) sampling and batched decoding from a KV cache.
+"""Decoding: inverse-CDF (or greedy) sampling of one token per row.
 
 Sampling is inverse-CDF sampling: the token is the first index whose
 cumulative probability (vocabulary order, after temperature and top-p)
 exceeds a uniform number ``u``, so decoding with the same uniforms (common
 random numbers) differs only through the model's state.  Greedy decoding
-takes the first maximum (as ``transformers``' ``generate``).
+takes the first maximum (as ``transformers``' ``generate``).  The batched
+decoding loop itself is :func:`~da_embed.generate.batch.decode_rows`.
 
 Shapes: R rows, V vocabulary.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-
-from ..lm.kv_cache import forward_with_cache, output_cache
-from ..placements import HiddenScale, Placement, Subspace
 
 __all__ = ["sample_tokens"]
 
@@ -61,27 +58,3 @@ def sample_tokens(logits: torch.Tensor, u: torch.Tensor | None, *, temperature: 
     v = u.to(cdf.dtype).reshape(-1, 1) * cdf[:, -1:]  # (R, 1)
     tok = torch.searchsorted(cdf, v, right=True)[:, 0]
     return tok.clamp(max=cdf.shape[-1] - 1)
-
-
-def _decode(model, cache, first: torch.Tensor, steps: int, u: np.ndarray | None,
-            temperature: float, top_p: float) -> torch.Tensor:
-    """Decode ``steps`` tokens for R rows from a cache of everything but ``first`` (R, 1).
-
-    The cache is extended in place with ``first`` and all new tokens but the
-    last, so afterwards it again holds everything but the last token.
-    """
-    tok, out = first, []
-    for t in range(steps):
-        res = forward_with_cache(model, tok, cache)
-        cache = output_cache(res)
-        ut = None if u is None else torch.from_numpy(u[:, t])
-        nxt = sample_tokens(res.logits[:, -1, :], ut, temperature=temperature, top_p=top_p)
-        out.append(nxt)
-        tok = nxt[:, None]  # (R, 1)
-    return torch.stack(out, dim=1)  # (R, steps)
-
-
-def _shares_trunk(placement: Placement) -> bool:
-    """Whether the trunk (and so the KV cache) is independent of the state."""
-    inner = placement.placement if isinstance(placement, Subspace) else placement
-    return isinstance(inner, HiddenScale)

@@ -1,22 +1,37 @@
 """Generation steered by candidate continuations assimilated as pseudo-observations.
 
 At generation time no true next tokens exist, so the observations are scores
-(DESIGN.md section 2, observations of the second kind).  Every ``L`` tokens
-(one *cycle*):
+(DESIGN.md section 2, observations of the second kind).  Every ``I`` tokens
+(one *cycle*, ``every``):
 
 1. *forecast*: the filter's state moves with the random-walk forecast
    (process noise ``Q`` per cycle; ensemble filters and the UKF only);
-2. *candidates*: each member state (ensemble member, sigma point, or
-   perturbed state of the verification rule) proposes K continuations of L
-   tokens, all M * K of them decoded as one batch
-   (:meth:`~da_embed.placements.Placement.using`, member-major);
-3. *verification*: a verifier scores each candidate (``self``: its mean
-   log-probability under the frozen base model; ``judge``: the same under
-   another causal LM; or any Python callable ``text -> float``);
+2. *candidates*: one batch of ``1 + M * K`` rows decodes ``L``
+   (``candidate_length``) tokens from the KV cache of the text so far: row 0
+   under the filter's current mean, then K candidates of each member state
+   (ensemble member, sigma point, or perturbed state of the verification
+   rule), member-major, each row under its own state
+   (:func:`~da_embed.generate.batch.decode_rows`; which placements share the
+   prefix's cache and which need a batched per-row prefix pass:
+   :mod:`~da_embed.generate.batch`);
+3. *verification*: a verifier scores the M * K candidates (``self``: their
+   mean log-probability under the frozen base model, one batched pass on the
+   context's cache; ``judge``: the same under another causal LM; or any
+   Python callable ``text -> float``);
 4. *analysis*: the M x K score matrix is the predicted observation ``H(X)``
    of the members and the filter's analysis moves the state towards members
    whose candidates scored high (below);
-5. the analysis mean drives the next L tokens of the output.
+5. *commit*: the cycle's first L tokens are a candidate already decoded,
+   so no token is decoded twice: with ``commit="mean"`` (default) row 0's,
+   the continuation of the filter's mean; with ``commit="best"`` the
+   best-scored member candidate (best-of-M*K; an exact tie takes the first);
+   the remaining I - L tokens are decoded by the new analysis mean alone.
+
+``commit="mean"`` is the default because the text is then the filter's: the
+state alone moved it, and what the filter learns in cycle c acts from the
+remaining I - L tokens of cycle c on.  ``"best"`` adds best-of-N selection
+under the verifier on top, which an evaluation must not credit to the
+filter.
 
 The pseudo-observation (EnKF, ETKF, UKF)
 ----------------------------------------
@@ -64,13 +79,13 @@ first maximum (as ``transformers``' ``generate``).  Generation does not stop
 at an end-of-text token: every run produces ``max_new_tokens`` tokens.
 With ``filter="none"`` the result is the base model's own generation.
 
-Shapes: M members (or sigma points), K candidates per member, L tokens per
-cycle, n state size, C cycles, V vocabulary.
+Shapes: M members (or sigma points), K candidates per member, I tokens per
+cycle, L tokens per candidate, n state size, C cycles, V vocabulary.
 """
 
 from __future__ import annotations
 
-from .config import GenerationConfig
+from .config import EVERY, GenerationConfig
 from .cycles import CycleLoop
 from .log import GenerationLog, run_attrs, static_variables
 from .preparation import prepare_run
@@ -80,8 +95,8 @@ __all__ = ["generate"]
 
 
 def generate(model, tokenizer, prompt: str, *, filter: str = "etkf", placement="hidden",
-             subspace: str | None = None, candidates: int = 1, every: int = 8,
-             max_new_tokens: int = 64, verifier="self", judge_model=None, members: int = 8,
+             subspace: str | None = None, candidates: int = 1, every: int = EVERY,
+             candidate_length: int | None = None, commit: str = "mean", max_new_tokens: int = 64, verifier="self", judge_model=None, members: int = 8,
              sample: bool = True, temperature: float = 1.0, top_p: float = 1.0,
              P0: float = 0.01, Q: float = 0.001, R="auto", target="best",
              inflation: float | None = None, eta: float | None = None,
@@ -96,10 +111,13 @@ def generate(model, tokenizer, prompt: str, *, filter: str = "etkf", placement="
     tokenizer : transformers tokenizer of ``model``
     prompt : str
         Non-empty.
-    filter, placement, subspace, candidates, every, max_new_tokens : optional
+    filter, placement, subspace, candidates, every, candidate_length, commit : optional
         The filter (:data:`~da_embed.generate.FILTERS`), where the state acts,
-        an optional ``"random:k"`` subspace, K candidates per member, L tokens
-        per cycle, and the tokens to generate.
+        an optional ``"random:k"`` subspace, K candidates per member, I tokens
+        per cycle, L tokens per candidate (default ``min(CANDIDATE_LENGTH, every)``), and
+        which candidate is committed (``"mean"`` or ``"best"``).
+    max_new_tokens : int, optional
+        The tokens to generate.
     verifier, judge_model, members, sample, temperature, top_p : optional
         What scores the candidates, the members M, and the decoding.
     P0, Q, R, target, inflation, eta, sigma, seed, out, progress : optional
@@ -130,7 +148,8 @@ def generate(model, tokenizer, prompt: str, *, filter: str = "etkf", placement="
     """
     cfg = GenerationConfig(
         filter=filter, placement=placement, subspace=subspace, candidates=candidates,
-        every=every, max_new_tokens=max_new_tokens, verifier=verifier, judge_model=judge_model,
+        every=every, candidate_length=candidate_length, commit=commit,
+        max_new_tokens=max_new_tokens, verifier=verifier, judge_model=judge_model,
         members=members, sample=sample, temperature=temperature, top_p=top_p, P0=P0, Q=Q, R=R,
         target=target, inflation=inflation, eta=eta, sigma=sigma, seed=seed, out=out,
         progress=progress).checked(prompt)

@@ -26,17 +26,18 @@ _VARS: dict[str, tuple[tuple[str, ...], Any, str, str]] = {
     "forecast_spread": (("time", "state"), "f8", "forecast standard deviation of the state",
                         "1"),
     "analysis_mean": (("time", "state"), "f8", "analysis mean of the state: drives the cycle's "
-                      "tokens", "1"),
+                      "tokens after the committed candidate", "1"),
     "analysis_spread": (("time", "state"), "f8", "analysis standard deviation of the state",
                         "1"),
     "wall_time": (("time",), "f8", "wall time of the cycle", "s"),
-    "wall_time_generate": (("time",), "f8", "wall time of generating the cycle's tokens", "s"),
+    "wall_time_generate": (("time",), "f8", "wall time of generating the cycle's tokens after "
+                           "the committed candidate", "s"),
 }
 _CANDIDATE_VARS: dict[str, tuple[tuple[str, ...], Any, str, str]] = {
     "member_state": (("time", "member", "state"), "f8", "state of each member, sigma point or "
                      "perturbed state that proposed candidates", "1"),
-    "candidate_token_id": (("time", "member", "candidate", "token"), "i8", "token ids of the "
-                           "candidates (-1 beyond the cycle's length)", "1"),
+    "candidate_token_id": (("time", "member", "candidate", "candidate_token"), "i8", "token "
+                           "ids of the candidates (-1 beyond the cycle's length)", "1"),
     "candidate_text": (("time", "member", "candidate"), str, "text of each candidate", "1"),
     "score": (("time", "member", "candidate"), "f8", "verifier score of each candidate (NaN: "
               "the verifier failed)", "1"),
@@ -47,6 +48,8 @@ _CANDIDATE_VARS: dict[str, tuple[tuple[str, ...], Any, str, str]] = {
                           "non-finite value", "1"),
     "analysed": (("time",), "i8", "1 if the scores updated the state, 0 if the cycle kept the "
                  "forecast", "1"),
+    "committed": (("time",), "i8", "the committed candidate, member * K + k, or -1 for the row "
+                  "of the forecast mean", "1"),
     "wall_time_candidates": (("time",), "f8", "wall time of decoding the candidates", "s"),
     "wall_time_verifier": (("time",), "f8", "wall time of scoring the candidates", "s"),
     "wall_time_analysis": (("time",), "f8", "wall time of the analysis", "s"),
@@ -58,8 +61,11 @@ _COORDS = {
     "candidate": {"long_name": "candidate index (same random numbers for every member)",
                   "units": "1"},
     "token": {"long_name": "token position within the cycle", "units": "1"},
+    "candidate_token": {"long_name": "token position within a candidate", "units": "1"},
     "state_full": {"long_name": "component index of the placement's full state", "units": "1"},
 }
+
+_DIMS = ("state", "member", "candidate", "token", "candidate_token")
 
 
 class GenerationLog:
@@ -73,8 +79,8 @@ class GenerationLog:
     path : str or PathLike or None
         The netCDF file (overwritten); None: memory only.
     sizes : dict
-        Sizes of the dimensions ``state``, ``member``, ``candidate`` and
-        ``token``; ``member`` 0 (no candidates) leaves out the candidates'
+        Sizes of the dimensions ``state``, ``member``, ``candidate``,
+        ``token`` and ``candidate_token``; ``member`` 0 (no candidates) leaves out the candidates'
         variables.
     attrs : dict
         Global attributes (the run's settings).
@@ -84,7 +90,8 @@ class GenerationLog:
 
     Examples
     --------
-    >>> log = GenerationLog(None, {"state": 2, "member": 0, "candidate": 0, "token": 1}, {}, {})
+    >>> sizes = {"state": 2, "member": 0, "candidate": 0, "token": 1, "candidate_token": 0}
+    >>> log = GenerationLog(None, sizes, {}, {})
     >>> log.append({"tokens": 1, "token_id": [7], "text": "a", "forecast_mean": [0, 0],
     ...             "forecast_spread": [0, 0], "analysis_mean": [0, 0],
     ...             "analysis_spread": [0, 0], "wall_time": 0.1, "wall_time_generate": 0.1})
@@ -116,7 +123,7 @@ class GenerationLog:
             ds.createDimension("time", None)
             t = ds.createVariable("time", "i8", ("time",))
             t.setncatts(_COORDS["time"])
-            dims = [d for d in ("state", "member", "candidate", "token") if sizes[d]]
+            dims = [d for d in _DIMS if sizes[d]]
             for d in dims:
                 ds.createDimension(d, sizes[d])
                 c = ds.createVariable(d, "i8", (d,))
@@ -192,7 +199,7 @@ class GenerationLog:
                         if C else np.zeros(shape, dtype=dtype)).reshape(shape)
             data[name] = xr.Variable(vdims, vals, {"long_name": long_name, "units": units})
         coords = {d: (d, np.arange(shape_of[d]), _COORDS[d])
-                  for d in ("time", "state", "member", "candidate", "token") if shape_of[d]}
+                  for d in ("time", *_DIMS) if shape_of[d]}
         for name, (arr, long_name) in self.static.items():
             coords["state_full"] = ("state_full", np.arange(arr.shape[0]), _COORDS["state_full"])
             data[name] = xr.Variable(("state_full", "state")[:arr.ndim], arr,
@@ -236,7 +243,10 @@ def run_attrs(model, prompt: str, cfg, setup, filter_params: dict) -> dict:
         "filter": cfg.filter, "filter_params": filter_params,
         "placement": setup.placement.describe(),
         "verifier": getattr(setup.verifier, "name", "none"),
-        "candidates": cfg.candidates, "every": cfg.every, "members": setup.members,
+        "candidates": cfg.candidates, "every": cfg.every,
+        "candidate_length": cfg.candidate_length, "commit": cfg.commit,
+        "members": setup.members,
+        "shared_prefix_cache": int(bool(getattr(setup, "shared", False))),
         "max_new_tokens": cfg.max_new_tokens, "sample": cfg.sample,
         "temperature": cfg.temperature, "top_p": cfg.top_p, "P0": cfg.P0, "Q": cfg.Q,
         "R": cfg.R, "target": cfg.target, "eta": cfg.eta, "sigma": cfg.sigma, "seed": cfg.seed,

@@ -10,7 +10,7 @@ from ..placements import Placement, Subspace
 from ..placements.base import rotary_modules
 from ..protocol import max_positions
 from .config import GenerationConfig
-from .decoding import _shares_trunk
+from .batch import shares_prefix_cache
 from .verifiers import make_verifier
 
 __all__ = ["RunSetup", "prepare_run"]
@@ -132,4 +132,4 @@ def prepare_run(model, tokenizer, prompt: str, cfg: GenerationConfig, *,
     M = {"ukf": 2 * n + 1, "none": 0}.get(cfg.filter, cfg.members)
     checker = None if cfg.filter == "none" else make_verifier(cfg.verifier, model,
                                                               judge_model=cfg.judge_model)
-    return RunSetup(prompt_ids, pl, n, M, checker, _shares_trunk(pl) or cfg.filter == "none")
+    return RunSetup(prompt_ids, pl, n, M, checker, shares_prefix_cache(pl) or cfg.filter == "none")
