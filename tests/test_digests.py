@@ -3,7 +3,11 @@
 Each case runs a short, seeded job (every filter of :mod:`filters` on a tiny
 setting, and one ``compare`` of frozen / dyneval / ekf / etkf@fisher:4 on a
 tiny GPT-2) and compares a handful of its outputs with the values stored in
-``tests/data/digests.json`` to 1e-9 (relative).  The values were written by
+``tests/data/digests.json`` to 1e-9 (relative) for the filters, which compute in
+float64, and to 1e-5 for ``compare``, whose torch model computes in float32: its
+matrix kernels differ by CPU (AVX2 against AVX-512/AMX machines of the same
+kind gave relative differences up to 2.4e-7, float32's rounding), and a
+change of behaviour moves these numbers by far more.  The values were written by
 this file (``python tests/test_digests.py --write``) before the layout of the
 package was changed; a refactoring must leave them as they are.  A genuine
 change of behaviour rewrites the file in the same commit and says why.
@@ -21,6 +25,8 @@ import pytest
 
 DIGESTS = Path(__file__).parent / "data" / "digests.json"
 RTOL = 1e-9
+#: float32 results differ across CPU instruction sets at the 1e-7 level (see the docstring).
+RTOL_FLOAT32 = 1e-5
 
 
 def _filter_cases():
@@ -86,18 +92,18 @@ def _compare_digest(tmp):
     return digest
 
 
-def _close(got, want, where):
+def _close(got, want, where, rtol=RTOL):
     if isinstance(want, dict):
         assert sorted(got) == sorted(want), where
         for k in want:
-            _close(got[k], want[k], f"{where}.{k}")
+            _close(got[k], want[k], f"{where}.{k}", rtol)
     elif isinstance(want, list):
         assert len(got) == len(want), where
         for i, (g, w) in enumerate(zip(got, want)):
-            _close(g, w, f"{where}[{i}]")
+            _close(g, w, f"{where}[{i}]", rtol)
     else:
         assert np.isfinite(want), f"{where}: a stored digest must be finite"
-        assert got == pytest.approx(want, rel=RTOL, abs=1e-12), where
+        assert got == pytest.approx(want, rel=rtol, abs=1e-12), where
 
 
 def _stored():
@@ -110,7 +116,7 @@ def test_every_filter_keeps_its_digest(name):
 
 
 def test_compare_keeps_its_digest(tmp_path):
-    _close(_compare_digest(tmp_path), _stored()["compare"], "compare")
+    _close(_compare_digest(tmp_path), _stored()["compare"], "compare", RTOL_FLOAT32)
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
