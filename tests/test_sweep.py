@@ -88,6 +88,30 @@ def test_table_mean_and_standard_error_across_seeds(client, tmp_path):
     assert f"ETKF: {best:.4f}" in text.splitlines()[-1]
 
 
+def test_plot_draws_each_numeric_axis_and_a_heatmap(client, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from da_embed.plot import save_figures
+
+    spec = {"setting": {"name": "sakov2012", "n_obs": 80},
+            "grid": {"filter": ["ETKF", "EnKF"], "N": [8, 12], "inflation": [1.02, 1.04],
+                     "seed": [0, 1]}}
+    run_sweep(spec, tmp_path, client=client)
+    names = [p.name for p in save_figures(tmp_path, dpi=40)]
+    assert names == ["sweep_N.png", "sweep_inflation.png", "sweep_heatmap_N_inflation.png"]
+    assert all((tmp_path / n).stat().st_size > 1000 for n in names)
+    from filters.plot import plot_sweep_axis
+
+    ds = xr.open_dataset(tmp_path / "results.nc")
+    ax = plot_sweep_axis(ds, "N")
+    table = seed_table(ds)
+    etkf = ax.lines[0].get_ydata()  # best over inflation at each N, mean over seeds
+    assert np.allclose(etkf, table["mean"].sel(filter="ETKF").min("inflation").values)
+    with pytest.raises(ValueError, match="numeric grid axis"):
+        plot_sweep_axis(ds, "filter")
+
+
 def test_axis_a_filter_lacks_is_nan_with_the_reason(client, tmp_path):
     spec = {"setting": {"name": "sakov2008", "n_obs": 40},
             "grid": {"filter": ["ETKF", "LETKF"], "N": [8], "radius": [2.0, 4.0]}}
