@@ -65,6 +65,7 @@ bench: $(VENV)/.stamp-bench
 	$(VPY) tests/benchmarks/run_benchmarks.py
 	$(VPY) tests/benchmarks/bench_variational.py
 	$(VPY) tests/benchmarks/bench_lm.py
+	$(VPY) tests/benchmarks/bench_sweep.py
 
 # The HTML lands in docs/_build/html (index.html); warnings are errors.
 docs: $(VENV)/.stamp-docs
