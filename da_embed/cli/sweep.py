@@ -51,6 +51,17 @@ class SweepArgs:
                    resume=bool(args.resume), retries=args.retries)
 
 
+def _count(text: str) -> int:
+    """An integer >= 0 (``--retries``)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
 def add_parser(sub) -> None:
     """Add the ``sweep`` subcommand to the ``da-embed`` subparsers.
 
@@ -66,8 +77,6 @@ def add_parser(sub) -> None:
     >>> parser.parse_args(["sweep", "s.toml", "--out", "d"]).scheduler
     'local'
     """
-    from .argtypes import positive_int
-
     p = sub.add_parser(
         "sweep", help="run an experiment grid (filters or language-model cells) on Dask",
         description="Run every cell of the grid in SPEC.toml on Dask distributed (a "
@@ -83,7 +92,7 @@ def add_parser(sub) -> None:
                         "worker processes; else a Dask scheduler address (tcp://host:8786)")
     p.add_argument("--resume", action="store_true",
                    help="keep the cells already in DIR and run only the missing ones")
-    p.add_argument("--retries", type=lambda s: positive_int(s) if s != "0" else 0, default=2,
+    p.add_argument("--retries", type=_count, default=2,
                    help="Dask retries of a cell whose task failed (default 2)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
 
@@ -118,8 +127,7 @@ def run(args: argparse.Namespace) -> int:
     config = SweepArgs.from_namespace(args)
     spec = load_spec(config.spec)
     report = run_sweep(spec, config.out, scheduler=config.scheduler, resume=config.resume,
-                       retries=config.retries, progress=progress_bar,
-                       on_cell=None)
+                       retries=config.retries, progress=progress_bar)
     print(f"{report.cells} cells: {report.reused} already in {config.out}, {report.ran} run, "
           f"{report.skipped} skipped (filter lacks an axis)")
     print(format_table(report.results))

@@ -206,6 +206,10 @@ def run_sweep(spec, out, *, client=None, scheduler: str = "local", resume: bool 
     spec = _spec_of(spec)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+    if client is None:  # a bad scheduler is refused before anything is written
+        if not isinstance(scheduler, str) or not scheduler:
+            raise ValueError(f"scheduler must be 'local', 'local:N' or an address, got {scheduler!r}")
+        _local_workers(scheduler, 1)
     out = pathlib.Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out must be a folder, got the file {os.fspath(out)!r}")

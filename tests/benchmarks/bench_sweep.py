@@ -11,12 +11,12 @@ What it measures
    0, 1 on ``sakov2008``, Lorenz-96, ``--n-obs`` cycles each):
 
    * serial: :func:`filters.sweep.run_cell` of every cell in a loop in this
-     process, after one warm-up cell (Numba's kernels loaded);
+     process, after one warm-up cell per filter (Numba's kernels loaded);
    * cold: :func:`filters.sweep.run_sweep` with ``scheduler="local:2"``, timed
      from the call to its return: the LocalCluster's start, the workers'
      imports and warm-up, the cells, the files and ``results.nc``;
    * warm: the same on a LocalCluster of 2 single-threaded worker processes
-     started and warmed (one cell each) beforehand, passed as ``client``.
+     started and warmed (one cell per filter on each) beforehand, passed as ``client``.
 
    Ratios are sweep wall time / serial wall time (target <= 0.6 for warm).
 2. **Dask's cost per cell**: ``--trivial`` cells whose run returns at once,
@@ -66,7 +66,9 @@ def main() -> None:
           f"load average before {os.getloadavg()[0]:.2f}")
     spec = parse_spec(_spec(args.n_obs))
     cells = spec.cells()
-    run_cell(cells[0])  # warm-up: Numba kernels from the cache
+    warmup = [next(c for c in cells if c.coords["filter"] == f) for f in spec.axes["filter"]]
+    for c in warmup:  # warm-up: each filter's Numba kernels loaded from the cache
+        run_cell(c)
     tic = time.perf_counter()
     for c in cells:
         run_cell(c)
@@ -78,7 +80,8 @@ def main() -> None:
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        dashboard_address=None, silence_logs=logging.ERROR)
     with cluster, distributed.Client(cluster) as client:
-        client.run(run_cell, cells[0])  # warm both workers (imports, Numba)
+        for c in warmup:  # warm both workers alike (imports, each filter's Numba kernels)
+            client.run(run_cell, c)
         with tempfile.TemporaryDirectory() as d:
             tic = time.perf_counter()
             run_sweep(spec, d, client=client)
