@@ -66,6 +66,7 @@ bench: $(VENV)/.stamp-bench
 	$(VPY) tests/benchmarks/bench_variational.py
 	$(VPY) tests/benchmarks/bench_lm.py
 	$(VPY) tests/benchmarks/bench_generate_cost.py
+	$(VPY) tests/benchmarks/bench_sweep.py
 
 # The HTML lands in docs/_build/html (index.html); warnings are errors.
 docs: $(VENV)/.stamp-docs

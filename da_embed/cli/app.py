@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import claims, compare, generate, plot, spinup
+from . import claims, compare, generate, plot, spinup, sweep
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 #: Subcommand name -> its module, in the order of ``da-embed --help``.
 SUBCOMMANDS = {"compare": compare, "plot": plot, "generate": generate, "claims": claims,
-               "spinup": spinup}
+               "spinup": spinup, "sweep": sweep}
 
 
 def build_parser() -> argparse.ArgumentParser:

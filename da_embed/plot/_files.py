@@ -102,6 +102,8 @@ def _filters_figures(ds, stem: str, out: pathlib.Path, dpi, written: list) -> No
 
 
 def _kind(ds: xr.Dataset) -> str:
+    if "sweep_kind" in ds.attrs and "status" in ds:
+        return "sweep"
     if "method" in ds.dims and "nll" in ds and "summary" in ds.attrs:
         return "summary"
     if "nll" in ds and "analysis_mean" in ds and "method" in ds.attrs:
@@ -133,6 +135,9 @@ def save_figures(path, out_dir=None, *, dpi: int = 150) -> list[pathlib.Path]:
     ``summary.nc``            ``PREFIX_chunk_nll``, ``PREFIX_chunk_nll_vs_frozen``,
                               ``PREFIX_comparison``
     ``summary.json``          ``PREFIX_comparison``
+    sweep folder or its       ``sweep_<axis>`` per numeric axis (best over the
+    ``results.nc``            other axes, seed error bars per filter),
+                              ``sweep_heatmap_<x>_<y>`` per pair of them
     filters run ``.nc``       :mod:`filters.plot`: ``PREFIX_component0``,
                               ``_rmse``, ``_spread_skill`` (with a truth),
                               ``_rank_histogram`` (ensemble), ``_covariance``
@@ -181,6 +186,9 @@ def save_figures(path, out_dir=None, *, dpi: int = 150) -> list[pathlib.Path]:
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir must be a folder, got the file {os.fspath(out)!r}")
     written: list[pathlib.Path] = []
+    if p.is_dir() and (p / "results.nc").is_file() and _kind(_load(p / "results.nc")) == "sweep":
+        _sweep_figures(_load(p / "results.nc"), out, dpi, written)
+        return written
     if p.is_dir():
         _folder_figures(p, out, dpi, written)
         return written
@@ -198,13 +206,34 @@ def save_figures(path, out_dir=None, *, dpi: int = 150) -> list[pathlib.Path]:
         raise ValueError(f"{os.fspath(p)!r} is neither a da_embed trajectory, a compare "
                          "summary.nc, nor a filters run (no analysis_mean/nll variables)")
     out.mkdir(parents=True, exist_ok=True)
-    if kind == "summary":
+    if kind == "sweep":
+        _sweep_figures(ds, out, dpi, written)
+    elif kind == "summary":
         _comparison_figures(summary_dict(ds), ds, f"{p.stem}_", out, dpi, written)
     elif kind == "trajectory":
         _trajectory_figures(ds, p.stem, out, dpi, written)
     else:
         _filters_figures(ds, p.stem, out, dpi, written)
     return written
+
+
+def _sweep_figures(ds: xr.Dataset, out: pathlib.Path, dpi, written: list) -> None:
+    """A sweep's figures: the score against each numeric axis, and heatmaps of axis pairs."""
+    from matplotlib.figure import Figure
+
+    from filters.plot import numeric_axes, plot_sweep_axis, plot_sweep_heatmap
+
+    axes = numeric_axes(ds)
+    if not axes:
+        raise ValueError("the sweep has no numeric axis with two or more values to plot")
+    out.mkdir(parents=True, exist_ok=True)
+    for axis in axes:
+        fig = Figure(figsize=(6, 3.8), layout="constrained")
+        plot_sweep_axis(ds, axis, fig.add_subplot())
+        _save(fig, out / f"sweep_{axis}.png", dpi, written)
+    for i, x in enumerate(axes):
+        for y in axes[i + 1:]:
+            _save(plot_sweep_heatmap(ds, x, y), out / f"sweep_heatmap_{x}_{y}.png", dpi, written)
 
 
 def _folder_figures(p: pathlib.Path, out: pathlib.Path, dpi, written: list) -> None:
