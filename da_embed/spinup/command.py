@@ -20,7 +20,7 @@ from ..corpora import read_text, wikitext_path
 from ..lm.models import load_model
 from ..placements.registry import make_placement
 from .checkpoint import _checkpoint_json
-from .config import CONSTRAINTS, HESSIANS, PARTS, SpinupConfig
+from .config import CONSTRAINTS, HESSIANS, OBJECTIVES, PARTS, SpinupConfig
 from .hypersurface import Hypersurface
 from .log import LOG_NAME
 from .run import spinup
@@ -59,6 +59,20 @@ def add_parser(sub) -> None:
     _data_arguments(p.add_argument_group("data and model"))
     _spinup_arguments(p.add_argument_group("spin-up"), d)
     _run_arguments(p.add_argument_group("run"), d)
+    _predictive_arguments(p.add_argument_group("objective"), d)
+
+
+def _predictive_arguments(g, d: SpinupConfig) -> None:
+    """What is minimised: the EM objective or the predictive one, and its settings."""
+    g.add_argument("--objective", default=d.objective, choices=OBJECTIVES,
+                   help="em: Laplace-EM on the 4D-Var cost; predictive: the prequential NLL "
+                        "of an EKF unrolled over the windows, by backpropagation through it")
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip,
+                   help="clip the gradient norm before each Adam step (default: no clipping)")
+    g.add_argument("--obs-var", type=float, default=d.obs_var,
+                   help="predictive: R = OBS_VAR I of the EKF (as compare --R)")
+    g.add_argument("--decrement", type=float, default=d.decrement,
+                   help="predictive: innovation per token of the EKF (as compare --decrement)")
 
 
 def _data_arguments(g) -> None:
@@ -195,9 +209,17 @@ class SpinupJob:
                            climatology_rate=args.climatology_rate, shrinkage=args.shrinkage,
                            hidden=args.hidden, rank=args.rank, samples=args.samples,
                            m_steps=args.m_steps, hessian=args.hessian, seed=args.seed,
-                           checkpoint_every=args.checkpoint_every)
+                           checkpoint_every=args.checkpoint_every,
+                           **_objective_settings(args))
         return cls(cfg, args.corpus, args.model, args.placement, args.subspace,
                    args.tune_tokens, args.out, args.resume, args.threads, not args.no_progress)
+
+
+def _objective_settings(args: argparse.Namespace) -> dict:
+    """The objective's fields of the config (defaults where the namespace lacks them)."""
+    d = SpinupConfig()
+    return {k: getattr(args, k, getattr(d, k))
+            for k in ("objective", "grad_clip", "obs_var", "decrement")}
 
 
 def _placement_and_ids(job: SpinupJob):
@@ -284,5 +306,9 @@ def run_cli(args) -> int:
     print(f"spin-up done: {res.step} steps; objective {last['objective']:.4f} nat/token, NLL "
           f"{last['nll']:.4f} (forecast {last['nll_forecast']:.4f}); Q diagonal mean "
           f"{float(np.mean(res.Q)):.3g} [{float(np.min(res.Q)):.3g}, {float(np.max(res.Q)):.3g}]")
+    print(f"learned dynamics ({cfg.objective} objective): "
+          f"{res.dynamics.params()['transition_parameters']} transition + "
+          f"{res.dynamics.params()['adapter_parameters']} adapter = "
+          f"{res.dynamics.num_parameters} parameters")
     print(f"checkpoint {res.checkpoint}; trajectory {Path(os.fspath(job.out)) / LOG_NAME}")
     return 0
