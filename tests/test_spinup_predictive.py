@@ -73,6 +73,8 @@ def test_torch_ekf_equations_equal_filters_kalman():
     ta, tP = pred._ekf_analysis(t(mean), t(Pf), t(d), t(H), 0.7)
     np.testing.assert_allclose(ta.numpy(), ma, atol=EXACT)
     np.testing.assert_allclose(tP.numpy(), Pa, atol=EXACT)
+    with pytest.raises(FloatingPointError, match="EKF diverged"):  # an exploded state
+        pred._ekf_analysis(t(mean), t(Pf) * np.nan, t(d), t(H), 0.7)
 
 
 def test_one_torch_ekf_cycle_equals_the_ekf_of_filters_on_a_language_model():

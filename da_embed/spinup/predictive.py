@@ -79,7 +79,10 @@ def _ekf_analysis(mean: torch.Tensor, cov: torch.Tensor, innovation: torch.Tenso
     m = H.shape[-2]
     PHt = cov @ H.mT  # (..., n, m)
     S = _symmetrize(H @ PHt) + r * torch.eye(m, dtype=cov.dtype)  # (..., m, m)
-    Lc = torch.linalg.cholesky(S)
+    Lc, info = torch.linalg.cholesky_ex(S)
+    if bool(info.any()):  # only for non-finite or exploded states: S >= r I otherwise
+        raise FloatingPointError("the EKF diverged (innovation covariance not positive "
+                                 "definite): lower lr, or set grad_clip")
     K = torch.cholesky_solve(PHt.mT, Lc).mT  # (..., n, m): P H^T S^-1
     new_mean = mean + (K @ innovation.unsqueeze(-1))[..., 0]
     IKH = torch.eye(cov.shape[-1], dtype=cov.dtype) - K @ H
