@@ -247,6 +247,14 @@ class _Plan:
             check_learned_placement(self.learned, self.placement_for(self.labels[-1]))
         self.labels = [x for lab in self.labels
                        for x in ([lab, lab + LEARNED_SUFFIX] if fits(lab) else [lab])]
+        if self.cfg.print_fn is not None:  # the learned model's size, next to the table
+            dyn, res = self.learned.dynamics.params(), self.learned
+            objective = getattr(res.config, "objective", "em")
+            self.cfg.print_fn(
+                f"learned dynamics ({objective} objective, step {res.step}): "
+                f"{dyn['transition_parameters']} transition + {dyn['adapter_parameters']} "
+                f"adapter = {res.dynamics.num_parameters} parameters (state n = "
+                f"{res.dynamics.ndim})")
 
     def check(self, token_ids) -> None:
         """Build and check every row's settings and subspace, and the stream, before any run."""

@@ -32,6 +32,8 @@ __all__: list[str] = []
 _FORMAT = "da-embed spinup checkpoint"
 #: Tensors carried from step to step (checkpointed with the parameters).
 _CARRIED = ("bank", "carry", "carry_var", "carry_h")
+#: ... and those only some objectives carry (the predictive EKF's covariance).
+_CARRIED_OPTIONAL = ("carry_cov",)
 
 
 def _stream_hash(docs: list) -> str:
@@ -79,7 +81,8 @@ def _write_checkpoint(out: Path, step: int, learned: _Learned, optimizer, meta: 
     """Parameters, Adam state and ``carried`` (bank, carry, generator state) after ``step``."""
     tensors = {f"param.{k}": v.detach().cpu().contiguous().clone()
                for k, v in learned.named().items()}
-    tensors.update({k: carried[k].clone() for k in _CARRIED})
+    tensors.update({k: carried[k].clone() for k in _CARRIED + _CARRIED_OPTIONAL
+                    if k in carried})
     sd = optimizer.state_dict()
     shapes = {}
     for i, st in sd["state"].items():
@@ -163,10 +166,10 @@ def _read_checkpoint(path):
 
 def _check_compatible(jp: Path, meta: dict, expected: dict) -> None:
     problems = []
-    saved = meta.get("identity", {})
-    for k, v in expected["identity"].items():
-        if saved.get(k) != v:
-            problems.append(f"{k} (checkpoint {saved.get(k)!r}, this run {v!r})")
+    saved, mine = meta.get("identity", {}), expected["identity"]
+    for k in [*mine, *(k for k in saved if k not in mine)]:  # a field at its default is left out
+        if saved.get(k) != mine.get(k):
+            problems.append(f"{k} (checkpoint {saved.get(k)!r}, this run {mine.get(k)!r})")
     for k, what in (("stream_sha256", "token stream"), ("model_sha256", "model or placement"),
                     ("kind", "what is trained")):
         if meta.get(k) != expected[k]:
@@ -179,7 +182,9 @@ def _check_compatible(jp: Path, meta: dict, expected: dict) -> None:
 
 def _restore(meta: dict, tensors: dict, learned: _Learned, optimizer, carried: dict) -> None:
     with torch.no_grad():
-        for k in _CARRIED:
+        for k in _CARRIED + tuple(k for k in _CARRIED_OPTIONAL if k in carried):
+            if k not in tensors:
+                raise ValueError(f"the checkpoint lacks {k!r} (written by another objective?)")
             carried[k] = tensors[k].clone()
         carried["rng"] = meta["rng"]
         for k, v in learned.named().items():

@@ -21,7 +21,7 @@ from ..corpora import read_text, wikitext_path
 from ..lm.models import load_model
 from ..placements.registry import make_placement
 from .checkpoint import _checkpoint_json
-from .config import CONSTRAINTS, HESSIANS, PARTS, SpinupConfig
+from .config import CONSTRAINTS, HESSIANS, OBJECTIVES, PARTS, SpinupConfig
 from .hypersurface import Hypersurface
 from .log import LOG_NAME
 from .run import spinup
@@ -60,6 +60,20 @@ def add_parser(sub) -> None:
     _data_arguments(p.add_argument_group("data and model"))
     _spinup_arguments(p.add_argument_group("spin-up"), d)
     _run_arguments(p.add_argument_group("run"), d)
+    _predictive_arguments(p.add_argument_group("objective"), d)
+
+
+def _predictive_arguments(g, d: SpinupConfig) -> None:
+    """What is minimised: the EM objective or the predictive one, and its settings."""
+    g.add_argument("--objective", default=d.objective, choices=OBJECTIVES,
+                   help="em: Laplace-EM on the 4D-Var cost; predictive: the prequential NLL "
+                        "of an EKF unrolled over the windows, by backpropagation through it")
+    g.add_argument("--grad-clip", type=float, default=d.grad_clip,
+                   help="clip the gradient norm before each Adam step (default: no clipping)")
+    g.add_argument("--obs-var", type=float, default=d.obs_var,
+                   help="predictive: R = OBS_VAR I of the EKF (as compare --R)")
+    g.add_argument("--decrement", type=float, default=d.decrement,
+                   help="predictive: innovation per token of the EKF (as compare --decrement)")
 
 
 def _data_arguments(g) -> None:
@@ -211,10 +225,18 @@ class SpinupJob:
                            climatology_rate=args.climatology_rate, shrinkage=args.shrinkage,
                            hidden=args.hidden, rank=args.rank, samples=args.samples,
                            m_steps=args.m_steps, hessian=args.hessian, seed=args.seed,
-                           checkpoint_every=args.checkpoint_every)
+                           checkpoint_every=args.checkpoint_every,
+                           **_objective_settings(args))
         return cls(cfg, args.corpus, args.model, args.placement, args.subspace,
                    args.tune_tokens, args.out, args.resume, args.threads, not args.no_progress,
                    args.eval_corpus, bool(args.allow_overlap))
+
+
+def _objective_settings(args: argparse.Namespace) -> dict:
+    """The objective's fields of the config (defaults where the namespace lacks them)."""
+    d = SpinupConfig()
+    return {k: getattr(args, k, getattr(d, k))
+            for k in ("objective", "grad_clip", "obs_var", "decrement")}
 
 
 def _placement_and_ids(job: SpinupJob):
@@ -328,5 +350,9 @@ def run_cli(args) -> int:
         print(f"overlap check: the training text shares {100 * frac:.2f}% of the 16-token "
               f"windows of {os.fspath(held_out[0])} (limit 1%"
               + ("; --allow-overlap given" if job.allow_overlap else "") + ")")
+    print(f"learned dynamics ({cfg.objective} objective): "
+          f"{res.dynamics.params()['transition_parameters']} transition + "
+          f"{res.dynamics.params()['adapter_parameters']} adapter = "
+          f"{res.dynamics.num_parameters} parameters")
     print(f"checkpoint {res.checkpoint}; trajectory {Path(os.fspath(job.out)) / LOG_NAME}")
     return 0

@@ -15,7 +15,7 @@ from ..checks import check_int, check_positive as _check_positive
 from ..dynamics import DEFAULT_HIDDEN, DEFAULT_RANK, LearnedDynamics
 from ..protocol import PrequentialConfig
 
-__all__ = ["SpinupConfig", "SpinupResult", "CONSTRAINTS", "PARTS", "HESSIANS",
+__all__ = ["SpinupConfig", "SpinupResult", "CONSTRAINTS", "PARTS", "HESSIANS", "OBJECTIVES",
            "AUTO_EXACT_MAX", "AUTO_EXACT_WORK", "RESUMABLE"]
 
 #: Values of ``SpinupConfig.constraint``.
@@ -30,6 +30,12 @@ AUTO_EXACT_MAX = 16
 AUTO_EXACT_WORK = 2 ** 22
 #: Configuration fields that may change when a run is resumed.
 RESUMABLE = ("steps", "checkpoint_every", "cache_chunks")
+#: What spin-up minimises (``SpinupConfig.objective``): the Laplace-EM of the 4D-Var
+#: cost, or the prequential NLL of a differentiable EKF (:mod:`da_embed.spinup.predictive`).
+OBJECTIVES = ("em", "predictive")
+#: Fields added after checkpoints were first written, with their defaults: left out of
+#: :meth:`SpinupConfig.identity` at the default, so older checkpoints still resume.
+_LATER_FIELDS = {"objective": "em", "grad_clip": None, "obs_var": 1.0, "decrement": 1.0}
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,23 @@ class SpinupConfig:
         Chunk observation operators kept in memory (for ``HiddenScale`` they
         hold the chunk's final hidden states, so the trunk runs once per
         chunk).
+    objective : {"em", "predictive"}
+        ``"em"``: the Laplace-EM on the 4D-Var cost (module notes of
+        :mod:`da_embed.spinup.objective`).  ``"predictive"``: the prequential
+        NLL of each next chunk under an EKF unrolled over the windows,
+        minimised by backpropagation through its forecasts and analyses
+        (:mod:`da_embed.spinup.predictive`; weak constraint, ``HiddenScale``
+        or a subspace of it).  ``background_var`` is then the filter's P0
+        (fixed, as in ``compare``), and ``climatology``, ``shrinkage``,
+        ``samples``, ``hessian`` and the Newton settings are not used.
+    grad_clip : float, optional
+        Clip the gradient of the learned parameters to this Euclidean norm
+        before each Adam step (default: no clipping).
+    obs_var : float, default 1.0
+        R = obs_var I of the predictive objective's EKF (``compare --R``).
+    decrement : float, default 1.0
+        The innovation per token of its ``"decrement"`` pseudo-observation
+        (``compare --decrement``).
 
     Examples
     --------
@@ -163,6 +186,10 @@ class SpinupConfig:
     seed: int = 0
     checkpoint_every: int = 50
     cache_chunks: int = 8192
+    objective: str = "em"
+    grad_clip: float | None = None
+    obs_var: float = 1.0
+    decrement: float = 1.0
 
     def __post_init__(self):
         _ = self.protocol  # checks chunk, context, max_tokens
@@ -207,6 +234,16 @@ class SpinupConfig:
         check_int(self.seed, "seed", 0)
         check_int(self.checkpoint_every, "checkpoint_every", 1)
         check_int(self.cache_chunks, "cache_chunks", 1)
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {list(OBJECTIVES)}, "
+                             f"got {self.objective!r}")
+        if self.objective == "predictive" and self.constraint != "weak":
+            raise ValueError("objective='predictive' unrolls a filter with process noise Q: "
+                             "it needs constraint='weak'")
+        if self.grad_clip is not None:
+            _check_positive(self.grad_clip, "grad_clip")
+        _check_positive(self.obs_var, "obs_var")
+        _check_positive(self.decrement, "decrement")
 
     @property
     def protocol(self) -> PrequentialConfig:
@@ -218,7 +255,8 @@ class SpinupConfig:
         """The fields a resumed run must share with its checkpoint (all but :data:`RESUMABLE`)."""
         d = dataclasses.asdict(self)
         d["learn"] = list(d["learn"])
-        return {k: v for k, v in d.items() if k not in RESUMABLE}
+        return {k: v for k, v in d.items() if k not in RESUMABLE
+                and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
 
 
 @dataclass(frozen=True, eq=False)

@@ -47,8 +47,11 @@ class _Learned:
                 "transition": ("transition.",), "adapter": ("adapter.",)}
         prefixes = tuple(x for p in config.learn for x in keep[p])
         strong_unused = ("log_b", "log_q") if config.constraint == "strong" else ()
+        if config.objective == "predictive":  # b is the filter's P0, fixed as in compare
+            strong_unused = ("log_b",)
         closed_form = (("initial_state", "log_b") if config.constraint == "weak"
-                       and config.climatology else ())  # updated by climatology_update
+                       and config.climatology and config.objective == "em"
+                       else ())  # updated by climatology_update
         return [(k, v) for k, v in self.named().items()
                 if k.startswith(prefixes) and k not in strong_unused + closed_form]
 

@@ -14,6 +14,7 @@ import torch
 
 from .._version import __version__
 from ..dynamics import count_parameters
+from ..observations import _hidden_parts
 from ..placements import Placement
 from ..progress import progress_bar
 from .checkpoint import (_FORMAT, _check_compatible, _model_hash, _placement_record,
@@ -22,6 +23,7 @@ from .chunks import _ChunkCache, _Corpus
 from .config import AUTO_EXACT_MAX, AUTO_EXACT_WORK, RESUMABLE, SpinupConfig, SpinupResult
 from .learned import _Learned
 from .log import LOG_NAME, _history, _previous_records, _run_attrs, _StepLog
+from .predictive import _predictive_step
 from .steps import _strong_step, _weak_step
 
 __all__: list[str] = []
@@ -44,18 +46,22 @@ def _run_meta(target: Placement, corpus: _Corpus, cfg: SpinupConfig, learned: _L
             "log": LOG_NAME}
 
 
-def _initial_carried(chunks: int, B: int, n: int, d: int, rng) -> dict:
+def _initial_carried(chunks: int, B: int, n: int, d: int, rng, predictive: bool) -> dict:
     """What carries over from step to step (all of it is checkpointed).
 
     The E-step states of every chunk seen (NaN: not yet; the warm starts of
     the weak constraint), the states carried along the tracks (strong), the
-    generator.
+    generator; for the predictive objective also the filter's covariance
+    carried along the tracks.
     """
-    return {"bank": torch.full((chunks, n), float("nan"), dtype=torch.float64),
-            "carry": torch.full((B, n), float("nan"), dtype=torch.float64),
-            "carry_var": torch.full((B, n), float("nan"), dtype=torch.float64),
-            "carry_h": torch.zeros((B, d), dtype=torch.float64),
-            "rng": rng.bit_generator.state}
+    out = {"bank": torch.full((chunks, n), float("nan"), dtype=torch.float64),
+           "carry": torch.full((B, n), float("nan"), dtype=torch.float64),
+           "carry_var": torch.full((B, n), float("nan"), dtype=torch.float64),
+           "carry_h": torch.zeros((B, d), dtype=torch.float64),
+           "rng": rng.bit_generator.state}
+    if predictive:
+        out["carry_cov"] = torch.full((B, n, n), float("nan"), dtype=torch.float64)
+    return out
 
 
 class _Training:
@@ -68,7 +74,11 @@ class _Training:
         self.learned = _Learned(n, d, cfg, hyper)
         trainable = self.learned.trainable(cfg)
         self.climatology = (cfg.constraint == "weak" and cfg.climatology
-                            and "initial" in cfg.learn)
+                            and "initial" in cfg.learn and cfg.objective == "em")
+        if cfg.objective == "predictive" and _hidden_parts(target) is None:
+            raise ValueError(f"objective='predictive' needs a HiddenScale state (or a Subspace "
+                             f"of one), got {type(target).__name__}: the EKF uses its analytic "
+                             f"per-token Jacobian")
         if not trainable and not self.climatology:
             raise ValueError(f"learn = {cfg.learn} leaves nothing to learn under the "
                              f"{cfg.constraint} constraint")
@@ -80,7 +90,8 @@ class _Training:
         self.rng = np.random.default_rng(cfg.seed)
         kind = "hypersurface" if hyper is not None else "dynamics"
         self.meta = _run_meta(target, corpus, cfg, self.learned, kind)
-        self.carried = _initial_carried(int(corpus.starts.size), cfg.batch, n, d, self.rng)
+        self.carried = _initial_carried(int(corpus.starts.size), cfg.batch, n, d, self.rng,
+                                        cfg.objective == "predictive")
         self.exact = cfg.hessian == "exact" or (cfg.hessian == "auto" and n <= AUTO_EXACT_MAX
                                                 and n * d * V <= AUTO_EXACT_WORK)
         self.tokens = cfg.batch * cfg.window * cfg.chunk
@@ -116,8 +127,9 @@ class _Training:
     def train(self, progress: bool) -> None:
         """Steps up to ``cfg.steps``; a Ctrl-C checkpoints the last completed step."""
         cfg = self.cfg
-        bar = progress_bar(total=cfg.steps, initial=self.start_step,
-                           desc=f"spin-up ({cfg.constraint})", disable=not progress,
+        what = "predictive" if cfg.objective == "predictive" else cfg.constraint
+        bar = progress_bar(total=cfg.steps, initial=self.start_step, desc=f"spin-up ({what})",
+                           disable=not progress,
                            unit="step")
         try:
             with self.target.attached():
@@ -155,7 +167,10 @@ class _Training:
         chunks_of = (c.track_first[w][:, None] + np.arange(K)).ravel()  # (B * K,) window-major
         chunks = cache.chunks(chunks_of)
         q_before = torch.exp(learned.log_q.detach()).numpy().copy()
-        if cfg.constraint == "weak":
+        if cfg.objective == "predictive":
+            loss_fn, record, following = _predictive_step(chunks, learned, cfg, B, K,
+                                                          self.tokens, carried, restart)
+        elif cfg.constraint == "weak":
             idx = torch.as_tensor(chunks_of)
             loss_fn, record, S, V, following = _weak_step(
                 chunks, learned, cfg, self.rng, self.exact, B, K, self.tokens,
@@ -165,7 +180,9 @@ class _Training:
             loss_fn, record, after = _strong_step(chunks, learned, B, K, self.tokens, start)
         first_loss, gn = self.m_step(loss_fn, record, step)
         # The step is complete: what carries over is updated together.
-        if cfg.constraint == "weak":
+        if cfg.objective == "predictive":
+            carried.update(following)
+        elif cfg.constraint == "weak":
             if self.climatology:
                 learned.climatology_update(S, V, cfg.climatology_rate)
             carried["bank"][idx] = S.reshape(B * K, n)  # warm starts of later E-steps
@@ -194,7 +211,7 @@ class _Training:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_now
         shrunk = [w for w in self.learned.shrunk() if any(w is p for p in params)] \
-            if cfg.shrinkage > 0 and cfg.constraint == "weak" else []
+            if cfg.shrinkage > 0 and cfg.constraint == "weak" and cfg.objective == "em" else []
         diverged = (f"spin-up diverged at step {step}: non-finite objective or gradient; "
                     "resume from the last checkpoint with a lower lr")
         if not math.isfinite(record["objective"]):
@@ -210,6 +227,9 @@ class _Training:
                 first_loss, gn = float(loss.detach()), sq
             if not math.isfinite(sq):
                 raise FloatingPointError(diverged)
+            if cfg.grad_clip is not None and sq > cfg.grad_clip ** 2:  # clip the norm
+                grads = [None if g is None else g * (cfg.grad_clip / math.sqrt(sq))
+                         for g in grads]
             for p, g in zip(params, grads):
                 p.grad = torch.zeros_like(p) if g is None else g.detach()
             self.updating = True
