@@ -106,8 +106,11 @@ def _analyse(filt, Ef, HE, y, sd, present, taper, normals, cur, perms, pcur,
     elif filt == DENKF:
         Ea = _denkf(Ef, HE, y, sd)
     elif filt == ENSRF:
-        order = perms[pcur:pcur + m].copy()
-        pcur += m
+        if perms.shape[0] == 0:  # order "given" (a random order draws m per analysis)
+            order = np.arange(m)
+        else:
+            order = perms[pcur:pcur + m].copy()
+            pcur += m
         Ea = _ensrf(Ef, HE, y, sd, order)
     else:
         Ea = _letkf(Ef, HE, y, sd, taper[:, present])
