@@ -111,6 +111,10 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
     T, n, m = ys.shape[0], setting.model.ndim, setting.obs.nobs
     if ys.ndim != 2 or ys.shape[1] != m:
         raise ValueError(f"simulation.observations must have shape (T, {m}), got {ys.shape}")
+    if np.isinf(ys).any():
+        k = int(np.flatnonzero(np.isinf(ys).any(axis=1))[0])
+        raise ValueError(f"simulation.observations must be finite or NaN (missing), got an "
+                         f"infinite value at cycle {k}")
     truth = None if sim.truth is None else np.asarray(sim.truth, dtype=float)
     if np.shape(sim.times) != (T,):
         raise ValueError(f"simulation.times must have shape ({T},) like the observations, "
