@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
+from ._compiled import run_compiled, unsupported_reason
 from .base import Filter
 from .cycling import CycleLog, DivergenceError, cycle_dataset, diverged, summarize
 from .metrics import crps_ensemble
@@ -29,7 +30,8 @@ __all__ = ["assimilate", "DivergenceError", "summarize"]
 def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
                simulation: Simulation | None = None, store_ensemble: bool = False,
                store_cov: bool = False, divergence_threshold: float = 1e8,
-               progress: bool = False, blas_threads: int | str | None = "auto") -> xr.Dataset:
+               progress: bool = False, blas_threads: int | str | None = "auto",
+               compiled: bool | str = "auto") -> xr.Dataset:
     """Cycle a filter over a setting's observations and log everything.
 
     Parameters
@@ -58,6 +60,19 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
         matrices are then so small that threads only add synchronisation, and
         on a loaded machine a multithreaded 28 x 28 eigendecomposition was
         measured 10x slower per cycle on average.  None leaves BLAS alone.
+    compiled : {"auto", True, False}
+        Run blocks of cycles inside Numba (forecast, analysis, inflation,
+        rotation, localisation and the per-cycle diagnostics).  "auto" does it
+        whenever it can: the ETKF, EnKF, DEnKF, EnSRF and LETKF (these classes,
+        not subclasses) with multiplicative, additive, RTPP or RTPS inflation on
+        Lorenz-63, Lorenz-96 or the linear model, observed by ``Identity``,
+        ``Subset`` or ``LinearObservation`` with a diagonal R; True insists
+        (a ValueError says why it cannot); False always takes the generic path.
+        Both paths give the same numbers to the last bit: the compiled kernels
+        make numpy's BLAS/LAPACK calls on the same operands, and draw from the
+        filter's Generator the same numbers in the same order (see
+        ``filters._compiled._runner``).  Only ``wall_time`` differs: the
+        compiled path shares each block's time equally among its cycles.
 
     Returns
     -------
@@ -96,6 +111,10 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
     T, n, m = ys.shape[0], setting.model.ndim, setting.obs.nobs
     if ys.ndim != 2 or ys.shape[1] != m:
         raise ValueError(f"simulation.observations must have shape (T, {m}), got {ys.shape}")
+    if np.isinf(ys).any():
+        k = int(np.flatnonzero(np.isinf(ys).any(axis=1))[0])
+        raise ValueError(f"simulation.observations must be finite or NaN (missing), got an "
+                         f"infinite value at cycle {k}")
     truth = None if sim.truth is None else np.asarray(sim.truth, dtype=float)
     if np.shape(sim.times) != (T,):
         raise ValueError(f"simulation.times must have shape ({T},) like the observations, "
@@ -103,10 +122,47 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
     if truth is not None and truth.shape != (T, n):
         raise ValueError(f"simulation.truth must have shape ({T}, {n}), got {truth.shape}")
 
+    use_compiled = _use_compiled(compiled, filter, setting)
     limit = _blas_limit(blas_threads, n)
     with (threadpool_limits(limits=limit, user_api="blas") if limit else nullcontext()):
+        if use_compiled:
+            return _cycle_compiled(filter, setting, sim, ys, truth, seed, flt_rng,
+                                   store_ensemble, store_cov, divergence_threshold, progress)
         return _cycle(filter, setting, sim, ys, truth, seed, flt_rng, store_ensemble, store_cov,
                       divergence_threshold, progress)
+
+
+def _use_compiled(compiled, filter, setting) -> bool:
+    """Whether the run takes the compiled path (``compiled`` of :func:`assimilate`)."""
+    if compiled not in ("auto", True, False) or isinstance(compiled, (int, float)) and \
+            not isinstance(compiled, bool):
+        raise ValueError(f"compiled must be 'auto', True or False, got {compiled!r}")
+    if compiled is False or getattr(filter, "windowed", False):
+        if compiled is True:
+            raise ValueError(f"compiled=True: {filter.name} is windowed (4D-Var) and has no "
+                             "compiled cycle")
+        return False
+    reason = unsupported_reason(filter, setting)
+    if reason is not None and compiled is True:
+        raise ValueError(f"compiled=True, but {reason}")
+    return reason is None
+
+
+def _cycle_compiled(filter, setting, sim, ys, truth, seed, flt_rng, store_ensemble, store_cov,
+                    divergence_threshold, progress) -> xr.Dataset:
+    """The compiled path (:mod:`filters._compiled`), with :func:`_cycle`'s errors and Dataset."""
+    run = run_compiled(filter, setting, sim, ys, truth, flt_rng, store_ensemble=store_ensemble,
+                       store_cov=store_cov, divergence_threshold=divergence_threshold,
+                       progress=progress)
+    k, log = run.done, run.log
+    if run.error is not None:
+        raise _divergence_error(filter, setting, sim, seed, log, k, truth,
+                                f"linear algebra failed ({run.error})") from run.error
+    if run.diverged is not None:
+        raise _divergence_error(
+            filter, setting, sim, seed, log, k, truth,
+            f"the {run.diverged} mean is non-finite or beyond {divergence_threshold:g}")
+    return cycle_dataset(filter, setting, sim, seed, log, k, truth)
 
 
 def _blas_limit(blas_threads, n: int) -> int | None:
