@@ -107,6 +107,21 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
     ss = np.random.SeedSequence(seed)
     sim_rng, flt_rng = (np.random.default_rng(s) for s in ss.spawn(2))
     sim = setting.simulate(sim_rng) if simulation is None else simulation
+    ys, truth = _checked_simulation(sim, setting)
+    n = setting.model.ndim
+
+    use_compiled = _use_compiled(compiled, filter, setting)
+    limit = _blas_limit(blas_threads, n)
+    with (threadpool_limits(limits=limit, user_api="blas") if limit else nullcontext()):
+        if use_compiled:
+            return _cycle_compiled(filter, setting, sim, ys, truth, seed, flt_rng,
+                                   store_ensemble, store_cov, divergence_threshold, progress)
+        return _cycle(filter, setting, sim, ys, truth, seed, flt_rng, store_ensemble, store_cov,
+                      divergence_threshold, progress)
+
+
+def _checked_simulation(sim: Simulation, setting: Setting):
+    """The observations (T, m) and the truth (T, n) or None, after checking their shapes."""
     ys = np.asarray(sim.observations, dtype=float)
     T, n, m = ys.shape[0], setting.model.ndim, setting.obs.nobs
     if ys.ndim != 2 or ys.shape[1] != m:
@@ -121,15 +136,7 @@ def assimilate(filter: Filter, setting: Setting, *, seed: int = 0,
                          f"got {np.shape(sim.times)}")
     if truth is not None and truth.shape != (T, n):
         raise ValueError(f"simulation.truth must have shape ({T}, {n}), got {truth.shape}")
-
-    use_compiled = _use_compiled(compiled, filter, setting)
-    limit = _blas_limit(blas_threads, n)
-    with (threadpool_limits(limits=limit, user_api="blas") if limit else nullcontext()):
-        if use_compiled:
-            return _cycle_compiled(filter, setting, sim, ys, truth, seed, flt_rng,
-                                   store_ensemble, store_cov, divergence_threshold, progress)
-        return _cycle(filter, setting, sim, ys, truth, seed, flt_rng, store_ensemble, store_cov,
-                      divergence_threshold, progress)
+    return ys, truth
 
 
 def _use_compiled(compiled, filter, setting) -> bool:
