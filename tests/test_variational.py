@@ -699,9 +699,12 @@ def test_per_time_observation_operators_equal_the_kalman_smoother(minimizer, wea
     res = flt.solve(GaussianState.create(xb, B), ys, np.arange(1, p + 1), p,
                     LinearGaussian(M), ops, R, Q=q if weak else None)
     assert res.converged
-    close(res.trajectory[0], m0, EQUIV)
-    close(res.trajectory[1:], ms, EQUIV)
-    close(res.trajectory[-1], ma[-1], EQUIV)  # end of window = Kalman filter
+    # L-BFGS stops at its gradient tolerance: with scipy 1.10 (the lower bound) it lands
+    # 8.6e-10 from the smoother here, so it gets 1e-8; Gauss-Newton keeps 1e-10.
+    tol = EQUIV if minimizer == "gauss-newton" else 1e-8
+    close(res.trajectory[0], m0, tol)
+    close(res.trajectory[1:], ms, tol)
+    close(res.trajectory[-1], ma[-1], tol)  # end of window = Kalman filter
     # one operator repeated as a sequence gives the single-operator answer
     same = flt.solve(GaussianState.create(xb, B), ys, np.arange(1, p + 1), p, LinearGaussian(M),
                      [LinearObservation(Hs[0])] * p, R, Q=q if weak else None)
