@@ -142,6 +142,19 @@ def test_resume_runs_only_the_missing_cells(client, tmp_path):
     _check_equal_to_serial(tmp_path, SPEC)
 
 
+def test_the_costliest_cells_start_first(client, tmp_path):
+    # Grid order puts the cheap N = 4 cells first; cost (cycles x N) puts N = 48 first.
+    spec = {"setting": {"name": "sakov2008", "n_obs": 150},
+            "grid": {"filter": ["EnKF"], "N": [4, 48], "inflation": [1.02, 1.04],
+                     "seed": [0, 1]}}
+    done = []
+    report = run_sweep(spec, tmp_path, client=client,
+                       on_cell=lambda cell, result: done.append(cell.coords["N"]))
+    assert report.complete and len(done) == 8
+    assert done[0] == 48 and done[-1] == 4, done
+    _check_equal_to_serial(tmp_path, spec)
+
+
 def test_a_killed_worker_process_has_its_cell_retried(client, tmp_path):
     # Long enough cells (~0.3 s) that the worker killed after the first result is mid-cell.
     spec = {"setting": {"name": "sakov2008", "n_obs": 600},

@@ -154,6 +154,14 @@ def run_setting_cell(payload: dict) -> dict:
     return out
 
 
+def _cost(payload: dict) -> float:
+    # Cycles x ensemble size: what an ensemble filter's run time grows with.
+    n_obs = payload["setting"].get("n_obs", 1)
+    size = payload["filter_kwargs"].get("N", 1)
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (n_obs, size))
+    return float(n_obs) * float(size) if ok else 1.0
+
+
 SETTING_KIND = register_cell_kind(CellKind(
     name="setting", validate=_validate, payload=_payload, run=run_setting_cell,
-    variables=VARIABLES, score="rmse_analysis", group="filter"))
+    variables=VARIABLES, score="rmse_analysis", group="filter", cost=_cost))

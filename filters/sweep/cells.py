@@ -87,6 +87,12 @@ class CellKind:
         The variable the table and the plots rank cells by (lower is better).
     group : str
         The axis that the table's "best cell per ..." is taken for.
+    cost : callable, optional
+        ``cost(payload) -> float``: a rough relative run time of a cell.  The
+        engine starts the costliest cells first (the longest-processing-time
+        rule), so that a sweep does not end with one worker running a long
+        cell while the others wait.  Only the order changes, never a result.
+        Default: the grid's order.
 
     Examples
     --------
@@ -101,6 +107,7 @@ class CellKind:
     variables: tuple
     score: str
     group: str
+    cost: Callable[[dict], float] | None = None
 
 
 _KINDS: dict[str, CellKind] = {}
