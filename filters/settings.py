@@ -57,8 +57,10 @@ class Setting:
     name : str
     model : Model
     obs : ObservationOperator
-    R : Covariance
-        Observation-error covariance.
+    R : Covariance, float or array_like
+        Observation-error covariance; a scalar, a vector of variances or a
+        matrix is turned into a Covariance (checked: symmetric positive
+        definite, of the observations' size).
     prior : GaussianState
         Distribution of the initial state (the truth is drawn from it, and the
         filters start from it).
@@ -70,8 +72,9 @@ class Setting:
         Number of observations (analysis cycles).
     burn_in : float
         Model time excluded from time averages.
-    Q : Covariance or None
-        Process-noise covariance per unit time (each step adds ``dt * Q``).
+    Q : Covariance, float, array_like or None
+        Process-noise covariance per unit time (each step adds ``dt * Q``);
+        converted and checked as ``R`` is.
     reference : dict
         Published results for this setting, for the record.
 
@@ -101,6 +104,11 @@ class Setting:
     reference: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        # A raw R or Q (e.g. from ``with_(R=matrix)``) is checked here, with its name.
+        if not isinstance(self.R, Covariance):
+            object.__setattr__(self, "R", as_covariance(self.R, self.obs.nobs, "R"))
+        if self.Q is not None and not isinstance(self.Q, Covariance):
+            object.__setattr__(self, "Q", as_covariance(self.Q, self.model.ndim, "Q"))
         check_positive(self.dt, "dt")
         check_positive(self.steps_per_obs, "steps_per_obs", integer=True)
         check_positive(self.n_obs, "n_obs", integer=True)

@@ -93,8 +93,10 @@ def build(case):
 
 def check(name: str, case: dict, compiled) -> None:
     if case["kind"] == "R" and case["rmat"] != "ok":
+        # A bad matrix is refused where a user hands it over: the setting's R.
+        setting = linear_gaussian(n=case["n"], n_obs=case["T"], seed=case["seed"])
         with pytest.raises(ValueError, match="R must be"):
-            as_covariance(_bad_R(case["rmat"], case["n"]), case["n"], "R")
+            setting.with_(R=_bad_R(case["rmat"], case["n"]) * case["scale"])
         return
     setting, sim, expect = build(case)
     kw = dict(N=case["N"])

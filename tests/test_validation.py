@@ -59,6 +59,21 @@ def test_setting_shapes(lg):
         lg.with_(steps_per_obs=1.5)
 
 
+def test_setting_checks_a_raw_r_or_q(lg):
+    # A matrix handed to the setting is converted and checked there, naming R or Q.
+    with pytest.raises(ValueError, match="R must be symmetric"):
+        lg.with_(R=np.triu(np.ones((3, 3))))
+    with pytest.raises(ValueError, match="R must be positive definite"):
+        lg.with_(R=-np.eye(3))
+    with pytest.raises(ValueError, match="R must be of size 3"):
+        lg.with_(R=np.eye(2))
+    with pytest.raises(ValueError, match="Q must be positive definite"):
+        lg.with_(Q=np.ones((3, 3)))
+    fixed = lg.with_(R=np.diag([1.0, 2.0, 3.0]), Q=0.5)
+    assert fixed.R.variances.tolist() == [1.0, 2.0, 3.0]
+    assert fixed.Q.variances.tolist() == [0.5, 0.5, 0.5]
+
+
 @pytest.mark.parametrize("bad,match", [
     (lambda y, x, t: Simulation(t, x, y[:, :2], None), r"simulation.observations must have shape \(T, 3\)"),
     (lambda y, x, t: Simulation(t, x, y[:, 0], None), r"simulation.observations must have shape \(T, 3\)"),
