@@ -97,6 +97,15 @@ def _summary(means, truth, times, burn_in):
     return ta.mean, ta.stderr
 
 
+def _warm_up_peer(make, HMM, modelling, xx, yy, dko: int, cycles: int = 8) -> None:
+    """Run a fresh DAPPER method untimed on the first ``cycles`` observations."""
+    short = HMM.copy()
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        short.tseq = modelling.Chronology(0.05, dko=dko, Ko=cycles - 1, BurnIn=0.05 * dko)
+        make().assimilate(short, xx[:cycles * dko + 1], yy[:cycles])
+
+
 def bench(cycles: int = 300, var3d_cycles: int = 1000, include_gn: bool = True) -> list[dict]:
     """Run the rows; returns one dict per row (name, rmse, stderr, ms per cycle, ratio).
 
@@ -133,7 +142,8 @@ def bench(cycles: int = 300, var3d_cycles: int = 1000, include_gn: bool = True) 
             ours["4D-Var L=4 shift=4 L-BFGS (ours' default cycling)"] = \
                 filters.StrongConstraint4DVar(window=4, B=B, xB=0.02, gtol=1e-4)
             peer = ("Var4D(Lag=4, xB=0.02)", lambda: Var4D(Lag=4, xB=0.02))
-        # DAPPER
+        # DAPPER: one untimed run on the first 8 cycles (imports, first calls), then timed
+        _warm_up_peer(peer[1], HMM, modelling, xx, yy, dko)
         xp = peer[1]()
         set_seed(7)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
