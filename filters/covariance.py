@@ -17,6 +17,9 @@ from ._validation import as_float_array
 
 __all__ = ["Covariance", "as_covariance"]
 
+#: Refuse a full covariance whose squared Cholesky pivot ratio is below this x m x eps.
+_SINGULAR = 100.0
+
 
 @dataclass(frozen=True, eq=False)
 class Covariance:
@@ -70,6 +73,12 @@ class Covariance:
             L = np.linalg.cholesky(C)
         except np.linalg.LinAlgError:
             raise ValueError(f"{name} must be positive definite (Cholesky factorisation failed)") from None
+        d = np.diag(L)
+        # Rounding can give a singular matrix tiny positive pivots (all-ones x 1e300 does):
+        # a condition number beyond ~1 / (100 m eps) is refused as numerically singular.
+        if d.min() ** 2 < _SINGULAR * C.shape[0] * np.finfo(float).eps * d.max() ** 2:
+            raise ValueError(f"{name} must be positive definite: it is numerically singular "
+                             f"(Cholesky pivots from {d.max():.3g} down to {d.min():.3g})")
         off = C - np.diag(np.diag(C))
         if not off.any():
             return cls(diag=np.diag(C).copy())

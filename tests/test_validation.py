@@ -134,6 +134,9 @@ def test_model_arguments():
 @pytest.mark.parametrize("C,match", [
     (np.array([[1.0, 2.0], [2.0, 1.0]]), "R must be positive definite"),  # indefinite
     (np.array([[1.0, 1.0], [1.0, 1.0]]), "R must be positive definite"),  # singular
+    # singular, but rounding gives Cholesky a tiny positive pivot
+    (np.ones((2, 2)) * 1e300, "R must be positive definite: it is numerically singular"),
+    (np.array([[1.0, 1.0], [1.0, 1.0 + 1e-15]]), "R must be positive definite: it is numer"),
     (np.array([[1.0, 0.5], [0.1, 1.0]]), "R must be symmetric"),
     (np.array([1.0, -1.0]), "R must be positive definite: variances must be > 0"),
     (np.array([1.0, np.nan]), "R contains non-finite values"),
