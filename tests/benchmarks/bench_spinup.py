@@ -280,6 +280,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def _pct(x: float) -> str:
+    """A signed change in percent: one decimal, or 3 significant digits past 1e6 (a diverged
+    row would print dozens of digits)."""
+    return f"{x:+.3g}" if math.isfinite(x) and abs(x) >= 1e6 else f"{x:+.1f}"
+
+
 def _learned_vs_walk(cmp) -> dict:
     """Print each ``+learned`` row against its random-walk row (paired per-chunk NLL)."""
     out = {}
@@ -295,7 +301,7 @@ def _learned_vs_walk(cmp) -> dict:
         pc = _paired(a[:K], b[:K])
         ppl = {x: math.exp(cmp.datasets[x]["nll"].values[:K].mean()) for x in (m, base)}
         print(f"  {m:>16}: perplexity {ppl[m]:.6g} vs {base} {ppl[base]:.6g}: "
-              f"{pc.change:+.1f}% [{pc.low:+.1f}, {pc.high:+.1f}]", flush=True)
+              f"{_pct(pc.change)}% [{_pct(pc.low)}, {_pct(pc.high)}]", flush=True)
         out[m] = {"change": pc.change, "low": pc.low, "high": pc.high, "chunks": int(K)}
     return out
 
