@@ -125,7 +125,7 @@ def select_step(args, valid_path, forbidden=()) -> str:
         domains = {"a": a, "b": b}
         inputs = [{"role": "valid", "path": "(random tokens, seeds 1, 2)", "sha256": "-",
                    "bytes": 0}]
-        seg, steps = 128, 6
+        seg, steps, stdlib_rec = 128, 6, None
     else:
         from da_embed.corpora import stdlib_corpus
         from da_embed.reference import encode_text
@@ -133,9 +133,10 @@ def select_step(args, valid_path, forbidden=()) -> str:
         stdlib_text = stdlib_corpus()
         domains = {"stdlib": encode_text(tokenizer, stdlib_text),
                    "wiki": encode_text(tokenizer, text)}
-        inputs = [rec, {"role": "train", "path": "(da_embed.corpora.stdlib_corpus())",
-                        "sha256": hashlib.sha256(stdlib_text.encode()).hexdigest(),
-                        "bytes": len(stdlib_text.encode())}]
+        inputs = [rec]  # the files read; the generated stdlib text is recorded in extra
+        stdlib_rec = {"source": "da_embed.corpora.stdlib_corpus()",
+                      "sha256": hashlib.sha256(stdlib_text.encode()).hexdigest(),
+                      "bytes": len(stdlib_text.encode())}
         seg, steps = args.segment_tokens, args.steps
     train_ids, train_segs = alternate_segments({k: v[:n] for k, v in domains.items()}, seg)
     select_ids, _ = alternate_segments({k: v[n + gap:n + gap + m] for k, v in domains.items()},
@@ -199,7 +200,7 @@ def select_step(args, valid_path, forbidden=()) -> str:
                "basis": {"file": basis, "sha256": file_digest(basis), "origin": state.origin},
                "spinup_checkpoint": {"file": str(best), "sha256": file_digest(best)},
                "experts": str(experts_dir), "held_out": held, "spinup_config": str(cfg),
-               "train_segments": train_segs})
+               "train_segments": train_segs, "stdlib_text": stdlib_rec})
     print(f"selection file: {path}", flush=True)
     return path
 
