@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=8)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--checkpoints", type=int, default=3, help="checkpoints selected among")
+    p.add_argument("--svf-methods", default="frozen,dyneval,t2,t2-cem",
+                   help="rows of the SVF comparison (no t2 row: no experts are trained)")
     p.add_argument("--expert-steps", type=int, default=40)
     p.add_argument("--expert-lr", type=float, default=0.05)
     p.add_argument("--population", type=int, default=16, help="CEM population of t2-cem")
@@ -178,12 +180,14 @@ def select_step(args, valid_path, forbidden=()) -> str:
         if best is None or held[ck.name]["nll"] < held[best.name]["nll"]:
             best = ck
     print(f"selected: {best.name}", flush=True)
-    tic = time.perf_counter()
-    experts = train_experts(model, {k: v[:n] for k, v in domains.items()}, placement="svf",
-                            steps=3 if args.quick else args.expert_steps, lr=args.expert_lr,
-                            seed=0, progress=not args.quick)
-    experts_dir = experts.save(os.path.join(args.out, "experts"))
-    print(f"experts trained in {time.perf_counter() - tic:.0f} s", flush=True)
+    experts_dir = None
+    if "t2" in args.svf_methods:
+        tic = time.perf_counter()
+        experts = train_experts(model, {k: v[:n] for k, v in domains.items()},
+                                placement="svf", steps=3 if args.quick else args.expert_steps,
+                                lr=args.expert_lr, seed=0, progress=not args.quick)
+        experts_dir = str(experts.save(os.path.join(args.out, "experts")))
+        print(f"experts trained in {time.perf_counter() - tic:.0f} s", flush=True)
     path = args.selection or os.path.join(args.out, "selection.json")
     settings = {"P0": 0.1, "Q": 0.01}
     write_selection(
@@ -199,7 +203,7 @@ def select_step(args, valid_path, forbidden=()) -> str:
         extra={"quick": bool(args.quick), "subspace": args.subspace,
                "basis": {"file": basis, "sha256": file_digest(basis), "origin": state.origin},
                "spinup_checkpoint": {"file": str(best), "sha256": file_digest(best)},
-               "experts": str(experts_dir), "held_out": held, "spinup_config": str(cfg),
+               "experts": experts_dir, "held_out": held, "spinup_config": str(cfg),
                "train_segments": train_segs, "stdlib_text": stdlib_rec})
     print(f"selection file: {path}", flush=True)
     return path
@@ -257,12 +261,12 @@ def report_step(args, selection_path) -> int:
                   out=os.path.join(args.out, "compare-hidden"), model_name=name)
     print(f"compare (HiddenScale {ex['subspace']}): {time.perf_counter() - tic:.0f} s",
           flush=True)
-    experts = load_experts(ex["experts"])
+    experts = None if ex["experts"] is None else load_experts(ex["experts"])
     t2 = {"context_tokens": protocol.context}
     options = {"t2": t2, "t2-cem": dict(t2, population=args.population,
                                          elite=min(8, args.population))}
     tic = time.perf_counter()
-    svf = compare(model, ids, methods="frozen,dyneval,t2,t2-cem", placement="svf",
+    svf = compare(model, ids, methods=args.svf_methods, placement="svf",
                   experts=experts, tune_ids=tune,
                   tune_tokens=args.tune_tokens, method_options=options, segments=segments,
                   protocol=protocol, out=os.path.join(args.out, "compare-svf"),
@@ -273,6 +277,8 @@ def report_step(args, selection_path) -> int:
           "negative: ekf+learned better):")
     rows = [("ekf", hid), ("frozen", hid), ("dyneval", svf), ("t2", svf), ("t2-cem", svf)]
     for row, cmp in rows:
+        if row not in cmp.datasets:
+            continue
         other = cmp.datasets[row]["nll"].values
         pc = _paired(learned, other)
         print(f"  vs {row:>8}: perplexity {math.exp(learned.mean()):.2f} vs "
