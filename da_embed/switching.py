@@ -178,7 +178,7 @@ class PlantedSwitch:
     >>> model = two_domain_gpt2()
     >>> sub = Subspace(HiddenScale(model), domain_basis(model))
     >>> ps = planted_switch(sub, PrequentialConfig(chunk=8, context=8), 8 * 20 + 1,
-    ...                     [[1.0, -1.0], [-1.0, 1.0]], streams=2, segment=(4, 8), seed=1)
+    ...                     [[1.0, 0.0], [0.0, 1.0]], streams=2, segment=(4, 8), seed=1)
     >>> ps.token_ids.shape, ps.domains.shape, ps.truth().shape
     ((2, 161), (2, 20), (2, 20, 2))
     >>> [len(s) for s in ps.switches()] == [int((np.diff(d) != 0).sum()) for d in ps.domains]
@@ -250,10 +250,10 @@ def planted_switch(placement: Placement, protocol: PrequentialConfig, n_tokens: 
     >>> model = two_domain_gpt2()
     >>> sub = Subspace(HiddenScale(model), domain_basis(model))
     >>> ps = planted_switch(sub, PrequentialConfig(chunk=8, context=8), 8 * 30 + 1,
-    ...                     [[1.0, -1.0], [-1.0, 1.0]], streams=1, seed=0)
+    ...                     [[1.0, 0.0], [0.0, 1.0]], streams=1, seed=0)
     >>> ids, dom = ps.token_ids[0, 1:], np.repeat(ps.domains[0], 8)
     >>> in_b = (ids >= 8) & (ids < 16)
-    >>> bool((ids[dom == 0] < 8).mean() > 0.8), bool(in_b[dom == 1].mean() > 0.8)
+    >>> bool((ids[dom == 0] < 8).mean() > 0.6), bool(in_b[dom == 1].mean() > 0.6)
     (True, True)
     """
     n = int(placement.state_dim)
