@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shrinkage", type=float, default=None,
                    help="SpinupConfig.shrinkage (prior precision towards the random walk; "
                         "default: SpinupConfig's)")
+    p.add_argument("--objective", choices=("em", "predictive"), default="em",
+                   help="SpinupConfig.objective: the EM objective or the prequential NLL "
+                        "through an unrolled EKF")
+    p.add_argument("--grad-clip", type=float, default=None,
+                   help="SpinupConfig.grad_clip (gradient-norm clipping; default none)")
     p.add_argument("--select-tokens", type=int, default=8192,
                    help="held-out tokens of valid (after --train-tokens plus a gap of 8192) on "
                         "which the selection step compares the EKF with and without the learned "
@@ -151,6 +156,7 @@ def select_step(args, valid_path, forbidden=()) -> str:
                        batch=args.batch, steps=steps, lr=args.lr, lr_half_life=steps / 2,
                        m_steps=2, learn=args.learn, climatology=not args.no_climatology,
                        **({} if args.shrinkage is None else {"shrinkage": args.shrinkage}),
+                       objective=args.objective, grad_clip=args.grad_clip,
                        checkpoint_every=max(1, steps // 4))
     print(f"spin-up settings: {cfg}", flush=True)
     placement = HiddenScale(model)
