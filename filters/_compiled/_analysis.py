@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from .. import _kernels
+from ._eigen import SMALL_N, _eigh_small
 from ._lapack import _cholesky, _syrk
 
 __all__: list[str] = []  # private module
@@ -93,8 +94,11 @@ def _etkf(E, HE, y, sd):
     C = _syrk(Y, False)
     for i in range(N):
         C[i, i] += N - 1.0
-    d, V = np.linalg.eigh(C)
-    V = np.ascontiguousarray(V)  # numpy's eigh returns C order, Numba's F order
+    if N <= SMALL_N:  # LAPACK's per-call overhead dominates at this size (see _eigen)
+        d, V = _eigh_small(C)
+    else:
+        d, V = np.linalg.eigh(C)
+        V = np.ascontiguousarray(V)  # numpy's eigh returns C order, Numba's F order
     w = np.dot(V, np.dot(V.T, np.dot(Y, dy)) / d)
     s = np.sqrt(N - 1.0) / np.sqrt(d)
     Vs = np.empty((N, N))
