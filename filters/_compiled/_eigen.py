@@ -211,7 +211,7 @@ def _eigh_small(C):
     if not _tql2(Z, d, e):
         d, V = np.linalg.eigh(C)
         return d, np.ascontiguousarray(V)
-    # Sort ascending (selection sort, as JAMA), then V = Z^T.
+    # Sort ascending (a stable argsort; JAMA uses a selection sort), then V = Z^T.
     order = np.argsort(d, kind="mergesort")
     ds = np.empty(n)
     V = np.empty((n, n))
