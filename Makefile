@@ -63,6 +63,7 @@ test-all: $(VENV)/.stamp-test
 
 bench: $(VENV)/.stamp-bench
 	$(VPY) tests/benchmarks/run_benchmarks.py
+	$(VPY) tests/benchmarks/bench_compiled.py
 	$(VPY) tests/benchmarks/bench_variational.py
 	$(VPY) tests/benchmarks/bench_lm.py
 	$(VPY) tests/benchmarks/bench_generate_cost.py

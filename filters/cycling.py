@@ -11,6 +11,7 @@ imports neither loop, so neither loop has to import the other to share it.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 from dataclasses import dataclass
 
@@ -187,7 +188,9 @@ def cf_variable(dims, data, long_name: str, units: str = "1", **extra) -> xr.Var
     return xr.Variable(dims, data, {"long_name": long_name, "units": units, **extra})
 
 
+@functools.lru_cache(maxsize=1)
 def _package_version() -> str:
+    # importlib.metadata reads the installed METADATA file: about 3 ms a call, once is enough.
     try:
         from importlib.metadata import version
 

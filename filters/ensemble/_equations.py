@@ -156,12 +156,23 @@ def etkf_analysis(E, HE, y, R: Covariance) -> np.ndarray:
     # the BLAS may round a product differently (measured: <= 4e-15 absolute).
     out = np.empty((N, n), dtype=np.result_type(E.dtype, T.dtype))
     step = max(256, _ETKF_BLOCK_BYTES // (8 * N))
+    if n <= step:
+        mu = E.mean(axis=0)
+        np.matmul(T, E - mu, out=out)
+        out += mu
+        return out
+    # The blocks' work arrays are allocated once and are contiguous: a strided
+    # ``out=`` slice would make matmul compute into a temporary and copy.
+    A = np.empty((N, step), dtype=out.dtype)
+    ob = np.empty((N, step), dtype=out.dtype)
+    mub = np.empty(step, dtype=out.dtype)
     for j in range(0, n, step):
-        Eb = E[:, j:j + step]
-        mub = Eb.mean(axis=0)
-        ob = out[:, j:j + step]
-        np.matmul(T, Eb - mub, out=ob)
-        ob += mub
+        k = min(n, j + step) - j
+        Eb = E[:, j:j + k]
+        np.mean(Eb, axis=0, out=mub[:k])
+        np.subtract(Eb, mub[:k], out=A[:, :k])
+        np.matmul(T, A[:, :k], out=ob[:, :k])
+        np.add(ob[:, :k], mub[:k], out=out[:, j:j + k])
     return out
 
 

@@ -12,8 +12,9 @@ What it measures
    (Lorenz-63) settings.  The truth and observations are simulated ONCE with
    DAPPER (its own seed) and fed unchanged to every package, so all filters
    see the same data.  Each package integrates with its own model code
-   (ours: Numba RK4; DAPPER: numpy RK4; filterpy: ``fx`` wraps OUR Numba
-   Lorenz step, one call per member or sigma point, which favours filterpy).
+   (ours: Numba RK4; DAPPER: numpy RK4; filterpy: a plain numpy RK4 ``fx``
+   of one state, as filterpy's documentation writes one, called by filterpy
+   once per member or sigma point).
 
    * RMSE: analysis RMSE averaged in time after the burn-in, with the
      autocorrelation-corrected standard error (ours: ``summarize``; DAPPER:
@@ -255,10 +256,34 @@ def run_dapper(peers, make_xp, HMM, xx, yy, res: Result, seed: int = 7):
 
 
 def _filterpy_fx(setting):
+    """filterpy's ``fx`` as its documentation writes one: a plain numpy function of one state.
+
+    filterpy's examples pass a small numpy ``fx(x, dt)``; here it is the RK4 of
+    Lorenz-96 (``np.roll``) or Lorenz-63 with the setting's parameters, called
+    once per member / sigma point by filterpy.  (Until issue 12 part 2 this
+    wrapped OUR Numba model, which favoured filterpy.)
+    """
     model, dt, nsteps = setting.model, setting.dt, setting.steps_per_obs
+    if hasattr(model, "forcing"):
+        F = float(model.forcing)
+
+        def tend(x):
+            return (np.roll(x, -1) - np.roll(x, 2)) * np.roll(x, 1) - x + F
+    else:
+        sig, rho, beta = float(model.sigma), float(model.rho), float(model.beta)
+
+        def tend(x):
+            return np.array([sig * (x[1] - x[0]), x[0] * (rho - x[2]) - x[1],
+                             x[0] * x[1] - beta * x[2]])
 
     def fx(x, _dt):  # one member / sigma point through one observation interval
-        return model.integrate(x, 0.0, dt, nsteps)
+        for _ in range(nsteps):
+            k1 = tend(x)
+            k2 = tend(x + 0.5 * dt * k1)
+            k3 = tend(x + 0.5 * dt * k2)
+            k4 = tend(x + dt * k3)
+            x = x + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        return x
 
     return fx
 
@@ -482,9 +507,11 @@ def model_costs(setting, HMM, reps: int = 300) -> str:
         return z
 
     dap = clock(dapper_interval)
+    fx = _filterpy_fx(setting)
+    fxt = clock(lambda: fx(x, None))
     return (f"one state through one obs interval ({k} RK4 step{'s' if k > 1 else ''}): our Numba "
-            f"model {ours:.0f} us (what filterpy's fx calls, once per member / sigma point), "
-            f"DAPPER's numpy model {dap:.0f} us")
+            f"model {ours:.0f} us, filterpy's numpy fx {fxt:.0f} us (once per member / sigma "
+            f"point), DAPPER's numpy model {dap:.0f} us")
 
 
 def print_setting(name, setting, out, repeats, HMM):
