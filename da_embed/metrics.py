@@ -5,7 +5,6 @@ Shapes: T chunks, B bootstrap resamples.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -130,7 +129,8 @@ def paired_change(nll, nll_base, *, level: float = 0.95, block: int | None = Non
         nan = float("nan")
         return PairedChange(nan, nan, nan, level, 0)
     d = a - b
-    change = 100.0 * math.expm1(float(d.mean()))
+    with np.errstate(over="ignore"):  # a diverged run's change is +inf, not an OverflowError
+        change = 100.0 * float(np.expm1(d.mean()))
     blk = default_block_length(T) if block is None else int(block)
     if blk < 1:
         raise ValueError(f"block must be >= 1, got {block}")
@@ -141,5 +141,9 @@ def paired_change(nll, nll_base, *, level: float = 0.95, block: int | None = Non
     starts = rng.integers(0, T, size=(n_boot, n_blocks))  # (B, blocks)
     idx = (starts[:, :, None] + np.arange(blk)) % T  # (B, blocks, blk), circular
     means = d[idx.reshape(n_boot, -1)[:, :T]].mean(axis=1)  # (B,)
-    lo, hi = np.quantile(100.0 * np.expm1(means), [(1 - level) / 2, (1 + level) / 2])
+    with np.errstate(over="ignore"):
+        boot = 100.0 * np.expm1(means)
+    # Interpolating between infinite resamples gives NaN: take order statistics then.
+    method = "linear" if np.isfinite(boot).all() else "nearest"
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], method=method)
     return PairedChange(change, float(lo), float(hi), level, blk)

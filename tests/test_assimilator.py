@@ -11,6 +11,7 @@ on Ctrl-C); bad input (clear errors, never a traceback).
 
 import json
 import math
+import warnings
 import os
 
 import numpy as np
@@ -531,6 +532,11 @@ def test_paired_change_interval():
     assert const.low == pytest.approx(const.change) == pytest.approx(const.high)
     assert math.isnan(paired_change([1.0], [2.0]).low)
     assert perplexity([0.0, 2.0], [1, 1]) == pytest.approx(math.e)
+    # A diverged run (mean NLL difference past exp's range) is +inf, not an OverflowError.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        huge = paired_change(base + 900.0, base, n_boot=200)
+    assert huge.change == huge.low == huge.high == math.inf
 
 
 def test_compare_api_tabulates_against_frozen(tmp_path):
