@@ -7,9 +7,9 @@ import math
 from pathlib import Path
 
 from _common import warm_up
-from _lm_grids import MEMBERS, SHORT, _fmt_settings, grid_for, is_short, perf, split_settings
+from _lm_grids import MEMBERS, SHORT, _fmt_settings, grid_for, is_short, perf
 from _lm_io import _append_jsonl, _cpu_seconds, _null
-from _lm_models import TrunkCache, byte_lengths, load_basis, save_basis
+from _lm_models import byte_lengths, load_basis, save_basis
 
 
 # ----------------------------------------------------------------------------
@@ -35,7 +35,7 @@ class ModelBench:
         self.tuning: dict = {}
         self.rows: list[dict] = []
         self.frozen = None
-        self.cache: TrunkCache | None = None
+        self.cache = None  # da_embed.tuning.TrunkCache while tuning
         self.np = np
         #: Subspace bases: {spec: file record}; given to the report step, written by selection.
         self.bases: dict = dict(bases or {})
@@ -67,21 +67,18 @@ class ModelBench:
         return self.placements[spec]
 
     def _assimilator(self, label, settings, max_tokens, progress_label):
-        from da_embed.assimilator import OnlineAssimilator, PrequentialConfig
-        from da_embed.methods import make_method
+        from da_embed.tuning import make_tuning_run
 
-        name, assim, opts = split_settings(label, settings)
-        method = make_method(name, members=MEMBERS, P0=assim["P0"], **opts)
-        protocol = PrequentialConfig(chunk=self.protocol.chunk, context=self.protocol.context,
-                                     stride=self.protocol.stride, max_tokens=max_tokens)
-        return OnlineAssimilator(self.placement(label), method, protocol=protocol,
-                                 members=MEMBERS, seed=self.args.seed,
-                                 model_name=f"reference:{self.name}", label=progress_label,
-                                 progress=self.args.progress, **assim)
+        return make_tuning_run(self.placement(label), label, settings, protocol=self.protocol,
+                               max_tokens=max_tokens, members=MEMBERS, seed=self.args.seed,
+                               model_name=f"reference:{self.name}",
+                               progress_label=progress_label, progress=self.args.progress)
 
     # -- tuning --------------------------------------------------------------
     def prepare_tuning(self, tune_ids):
         self.tune_ids = tune_ids
+        from da_embed.tuning import TrunkCache
+
         self.cache = TrunkCache(self.model)
         self._check_cache()
 
@@ -100,33 +97,77 @@ class ModelBench:
         if diff > 1e-6:
             raise RuntimeError(f"the trunk cache changed the tuning NLLs by {diff}")
 
-    def tune(self, label: str) -> dict:
-        """Tuned settings of a row: the best of ``--budget`` configurations on valid."""
+    def _draws(self, label: str) -> list:
         from da_embed.selection import draw_configs
 
-        grid = grid_for(label)
-        if not grid:
+        return draw_configs(grid_for(label), self.args.budget, seed=self.args.seed, key=label)
+
+    def tune(self, label: str) -> dict:
+        """Tuned settings of a row: the best of ``--budget`` configurations on valid (serial)."""
+        from da_embed.tuning import run_config
+
+        if not grid_for(label):
             return {}
         if label in self.tuned:
             return self.tuned[label]
-        draws = draw_configs(grid, self.args.budget, seed=self.args.seed, key=label)
-        use_cache = "@rotary" not in label
-        tokens = self.tune_ids.size - 1
-        results = []
+        draws, t0 = self._draws(label), perf()
+        placement = self.placement(label)
+        results = [run_config(placement, self.cache, label, g, self.tune_ids,
+                              protocol=self.protocol, members=MEMBERS, seed=self.args.seed,
+                              model_name=f"reference:{self.name}", progress=self.args.progress)
+                   for g in draws]
+        return self._record(label, draws, results, perf() - t0)
+
+    def tune_sweep(self, labels, sweep_out: Path, fixed: dict, scheduler: str,
+                   resume: bool) -> None:
+        """Tune every row through :func:`filters.sweep.run_sweep`: one cell per configuration.
+
+        ``fixed`` holds the ``[lm_tune]`` entries that say which model and text
+        (:mod:`da_embed.tuning`); the cells land in ``sweep_out`` (``cells/``,
+        ``results.nc``), so ``resume`` runs only the missing ones.
+        """
+        from filters.sweep import CellStore, parse_spec, run_sweep
+
+        labels = [lab for lab in labels if grid_for(lab) and lab not in self.tuned]
+        if not labels:
+            return
+        draws = {lab: self._draws(lab) for lab in labels}
+        for lab in labels:  # subspaces from the tuning text, built and saved here first
+            if "@" in lab and "@rotary" not in lab:
+                self.placement(lab)
+        spec = parse_spec({"lm_tune": dict(
+            fixed, tune_tokens=int(self.tune_ids.size - 1), chunk=self.protocol.chunk,
+            context=self.protocol.context, stride=self.protocol.stride, seed=self.args.seed,
+            members=MEMBERS, configs=draws,
+            placements={lab: self.bases[lab.partition("@")[2]] for lab in labels
+                        if lab.partition("@")[2] in self.bases}),
+            "grid": {"row": labels, "draw": list(range(self.args.budget))}})
         t0 = perf()
-        for g in draws:
-            tag = f"tuning {label} {_fmt_settings(g)}"
-            try:
-                with self.cache if use_cache else _null():
-                    ds = self._assimilator(label, g, tokens + 1, tag).run(self.tune_ids)
-                ppl, status = float(ds.attrs["perplexity"]), str(ds.attrs["status"])
-                chunks = int(ds.sizes["time"])
-            except Exception as exc:  # a diverged or failed configuration is recorded and skipped
-                ppl, status, chunks = float("inf"), f"failed: {type(exc).__name__}: {exc}", 0
-            if not math.isfinite(ppl):
-                status = status if status.startswith("failed") else f"diverged ({status})"
-            rec = {"model": self.name, "row": label, "settings": g, "valid_perplexity": ppl,
-                   "status": status, "chunks": chunks, "tokens": chunks * self.protocol.chunk}
+        rep = run_sweep(spec, sweep_out, scheduler=scheduler, resume=resume,
+                        progress=self.args.progress)
+        self.report(f"  sweep {sweep_out}: {rep.cells} cells ({rep.reused} reused, {rep.ran} "
+                    f"run) on {scheduler} in {perf() - t0:.0f} s")
+        if rep.failed:
+            raise RuntimeError(f"the sweep could not finish {len(rep.failed)} cells "
+                               f"({rep.failed[0][1]}); rerun with --resume")
+        store = CellStore(sweep_out)
+        by_cell = {(c.coords["row"], c.coords["draw"]): store.read(c) for c in spec.cells()}
+        for lab in labels:
+            res = [by_cell[(lab, i)] for i in range(len(draws[lab]))]
+            self._record(lab, draws[lab], res, sum(r.get("wall_cell", 0.0) for r in res))
+
+    def _record(self, label: str, draws: list, runs: list, seconds: float) -> dict:
+        """Keep, log and print a row's tuning runs; its best settings."""
+        grid = grid_for(label)
+        results = []
+        for g, run in zip(draws, runs):
+            chunks = int(run["chunks"]) if math.isfinite(run["chunks"]) else 0
+            rec = {"model": self.name, "row": label, "settings": g,
+                   "valid_perplexity": float(run["valid_perplexity"]),
+                   "status": run["run_status"], "chunks": chunks,
+                   "tokens": chunks * self.protocol.chunk}
+            if not math.isfinite(rec["valid_perplexity"]):
+                rec["valid_perplexity"] = float("inf")
             results.append(rec)
             _append_jsonl(self.out / "tuning.jsonl", rec)
         ok = [r for r in results if math.isfinite(r["valid_perplexity"])]
@@ -139,7 +180,7 @@ class ModelBench:
                  if len(vals) > 2 and not isinstance(vals[0], str) and best[k] in (vals[0], vals[-1])]
         pick["edges"] = edges
         self.report(f"  tuned {label:18s} {len(draws)} configurations x "
-                    f"{self.budget[label][1]} valid tokens ({perf() - t0:.0f} s): best "
+                    f"{self.budget[label][1]} valid tokens ({seconds:.0f} s): best "
                     f"{_fmt_settings(best)} (valid ppl {pick['valid_perplexity']:.1f})"
                     + (f" (at the grid's edge in {', '.join(edges)})" if edges else ""))
         items = [f"{_fmt_settings(r['settings'])}: {r['valid_perplexity']:.1f}" for r in results]

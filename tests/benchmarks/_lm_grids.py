@@ -108,19 +108,8 @@ def grid_for(label: str) -> dict:
     return GRIDS.get("w4dvar" if name == "w4dvar" else family(label), {})
 
 
-#: Assimilator keywords; everything else goes to the method's constructor.
-_ASSIM_KEYS = ("P0", "Q", "R")
-_DEFAULTS = {"P0": 0.1, "Q": 0.01, "R": 1.0}
-
-
 def split_settings(label: str, settings: dict):
-    name = label.partition("@")[0]
-    assim = {k: settings.get(k, _DEFAULTS[k]) for k in _ASSIM_KEYS}
-    opts = {k: v for k, v in settings.items() if k not in _ASSIM_KEYS}
-    if opts.get("inflation") == 1.0:
-        opts["inflation"] = None
-    if name in ("4dvar", "w4dvar", "3dvar") and "Q" not in settings:
-        assim["Q"] = 0.0 if name != "w4dvar" else _DEFAULTS["Q"]
-    return name, assim, opts
+    """:func:`da_embed.tuning.split_settings` (imported late: numpy's BLAS threads are set first)."""
+    from da_embed.tuning import split_settings as split
 
-
+    return split(label, settings)

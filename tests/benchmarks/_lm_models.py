@@ -1,4 +1,4 @@
-"""bench_lm: the reference models, the test-text prefix, saved subspace bases, the trunk cache."""
+"""bench_lm: the reference models, the test-text prefix, saved subspace bases."""
 
 from __future__ import annotations
 
@@ -6,65 +6,6 @@ import os
 from pathlib import Path
 
 from _lm_grids import MODELS, perf
-
-
-# ----------------------------------------------------------------------------
-# Trunk cache for tuning runs (HiddenScale only)
-# ----------------------------------------------------------------------------
-class TrunkCache:
-    """Reuse the trunk's output across tuning runs (``HiddenScale`` rows only).
-
-    With ``HiddenScale`` (and subspaces of it) the state scales the final
-    hidden state *after* the trunk, so the trunk's output for a window of
-    tokens does not depend on the state.  While the cache is active, the
-    model's base (``model.base_model``, e.g. ``LlamaModel``: embeddings,
-    blocks and final norm) returns its stored output for an input it has seen
-    before; the LM head and every hook run as usual.  Only no-gradient calls
-    with ``input_ids`` and no other non-default argument are cached; anything
-    else goes to the model unchanged.  Only tuning uses it; evaluation rows
-    never do, and every model's first tuning step checks that cached and
-    uncached runs agree bit for bit.
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.base = getattr(model, "base_model", model)
-        self.store: dict = {}
-        self.hits = self.misses = 0
-        self._depth = 0  # re-entrant: a subspace may be built inside a cached tuning run
-
-    def __enter__(self):
-        self._depth += 1
-        if self._depth > 1 or self.base is self.model:  # no separate trunk: nothing to cache
-            return self
-        import torch
-
-        orig = self.base.forward
-
-        def forward(*args, **kw):
-            ids = kw.get("input_ids")
-            plain = (not args and torch.is_tensor(ids) and not torch.is_grad_enabled()
-                     and all(v is None or v is False for k, v in kw.items() if k != "input_ids"))
-            if not plain:
-                return orig(*args, **kw)
-            key = (tuple(ids.shape), ids.detach().cpu().numpy().tobytes())
-            out = self.store.get(key)
-            if out is None:
-                out = orig(*args, **kw)
-                self.store[key] = out
-                self.misses += 1
-            else:
-                self.hits += 1
-            return out
-
-        self.base.forward = forward
-        return self
-
-    def __exit__(self, *exc):
-        self._depth -= 1
-        if self._depth == 0 and self.base is not self.model:
-            del self.base.forward  # the class's forward again
-        return False
 
 
 # ----------------------------------------------------------------------------
@@ -80,14 +21,12 @@ def reference_config(quick: bool):
 
 
 def load_model(name: str, config, progress: bool):
-    from da_embed.corpora import read_text, stdlib_corpus, wikitext_path
     from da_embed.reference import load_reference
+    from da_embed.tuning import reference_text
 
-    text = stdlib_corpus()
-    if name == "stdlib+wikivalid":
-        text = text + "\n" + read_text(wikitext_path("valid"))
-    elif name != "stdlib":
+    if name not in MODELS:
         raise ValueError(f"--models: unknown model {name!r}; choose from {', '.join(MODELS)}")
+    text = reference_text(name)
     import torch
 
     t0, threads = perf(), torch.get_num_threads()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from _lm_bench import ModelBench
@@ -46,8 +47,20 @@ def select_step(args, valid_path, forbidden=()) -> Path:
         mb = ModelBench(mname, model, tok, info, args, report, out)
         mb.prepare_tuning(tune_ids[:args.tune_tokens + 1])
         t0 = perf()
-        for lab in rows:
-            mb.tune(lab)
+        scheduler = getattr(args, "scheduler", "local:1")
+        if scheduler == "serial":  # the in-process loop (what the sweep must equal)
+            for lab in rows:
+                mb.tune(lab)
+        else:
+            sweep_out = out / "tuning" / mname
+            resume = bool(getattr(args, "resume", False))
+            if not resume and sweep_out.exists():
+                shutil.rmtree(sweep_out)  # a fresh selection (--resume keeps the cells)
+            fixed = {"model": mname, "reference_config": vars(config),
+                     "model_path": str(info.get("path")), "threads": args.threads,
+                     "valid_text": str(valid_path), "valid_sha256": valid_rec["sha256"],
+                     "forbidden": [str(f) for f in forbidden]}
+            mb.tune_sweep(rows, sweep_out, fixed, scheduler=scheduler, resume=resume)
         report(f"  tuning and subspaces: {perf() - t0:.0f} s wall ({mb.cache.hits} trunk-cache "
                f"hits, {mb.cache.misses} trunk passes)")
         methods += [mb.selected(lab) for lab in rows]

@@ -109,7 +109,7 @@ from _lm_bench import ModelBench  # noqa: E402,F401
 from _lm_grids import (DEFAULT_BUDGET, DEFAULT_MAX_TOKENS, DEFAULT_METHODS,  # noqa: E402,F401
                        DEFAULT_TUNE_TOKENS, GRIDS, MEMBERS, MODELS, ROOT, family, grid_for,
                        is_short, parse_rows, split_settings)
-from _lm_models import TrunkCache, load_model, reference_config  # noqa: E402,F401
+from _lm_models import load_model, reference_config  # noqa: E402,F401
 from _lm_report import report_step  # noqa: E402
 from _lm_select import select_step  # noqa: E402
 from _lm_tables import check_targets, markdown, pick_headline, table, write_docs  # noqa: E402,F401
@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--step", choices=("all", "select", "report"), default="all",
                     help="select: tune on valid and write the selection file; report: evaluate "
                          "on test what the selection file names; all: one, then the other")
+    ap.add_argument("--scheduler", default="local:1",
+                    help="where the selection step's tuning runs: one filters.sweep cell per "
+                         "configuration on 'local' (a worker process per core), 'local:N' "
+                         "(N worker processes) or a Dask scheduler ADDRESS; 'serial': the "
+                         "in-process loop, no Dask (local:1 gives the same numbers)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the tuning cells already in OUT/tuning/<model>/ and run only the "
+                         "missing ones (an interrupted selection step)")
     ap.add_argument("--selection", default=None,
                     help="the selection file (default OUT/selection.json)")
     ap.add_argument("--budget", type=int, default=None,
@@ -191,6 +199,11 @@ def main(argv=None) -> int:
             raise ValueError(f"--tune-tokens must be >= {4 * args.chunk + 1}")
         if args.budget < 1:
             raise ValueError("--budget must be >= 1")
+        sched = args.scheduler
+        if not sched or (sched.startswith("local:") and not (sched[6:].isdigit()
+                                                            and int(sched[6:]) >= 1)):
+            raise ValueError(f"--scheduler: expected serial, local, local:N (N >= 1) or a "
+                             f"scheduler address, got {sched!r}")
         if args.step in ("all", "select"):
             # The selection step gets the valid path only; the test path is named as forbidden
             # (compared by path, never opened).
