@@ -8,32 +8,17 @@ trained here when the caller trained it first) and reads the validation text
 itself, through :func:`da_embed.selection.read_selection_input`, so a cell
 refuses a test split (by name, or a path listed as ``forbidden``) exactly as
 the selection step does.  A worker process keeps the model, its
-:class:`TrunkCache` and the token ids between cells, so a sweep of one worker
-does the work of the serial loop.
+:class:`~da_embed.trunk_cache.TrunkCache` and the token ids between cells,
+so a sweep of one worker does the work of the serial loop.
 
 The language-model benchmark (``tests/benchmarks/bench_lm.py``) builds the
-spec; its grid has two axes, ``row`` (the benchmark's row labels) and
-``draw`` (the index of a configuration drawn by
-:func:`da_embed.selection.draw_configs`), and the ``[lm_tune]`` table holds
-every drawn configuration (``configs``: row -> list of settings)::
-
-    [lm_tune]
-    model = "stdlib"                  # a name of REFERENCE_MODELS
-    reference_config = {vocab_size = 4096, ...}
-    valid_text = "/data/wikitext-2/valid.txt"
-    valid_sha256 = "f0737e..."
-    forbidden = ["/data/wikitext-2/test.txt"]
-    tune_tokens = 20000
-    chunk = 32
-    context = 224
-    seed = 0
-    members = 16
-    configs = {ekf = [{P0 = 0.1, Q = 0.01, R = 1.0}, ...], ...}
-    placements = {"etkf@fisher:8" = {file = "...npz", sha256 = "...", origin = "..."}}
-
-    [grid]
-    row = ["dyneval", "ekf", "etkf@fisher:8"]
-    draw = [0, 1, 2, 3, 4, 5, 6, 7]
+spec: ``[grid]`` has the axes ``row`` (its row labels) and ``draw`` (the
+index of a configuration drawn by :func:`da_embed.selection.draw_configs`);
+the ``[lm_tune]`` table names the model (``model``, ``reference_config``),
+the text (``valid_text``, ``valid_sha256``, ``forbidden``, ``tune_tokens``),
+the protocol (``chunk``, ``context``, ``stride``), ``seed``, ``members``,
+every drawn configuration (``configs``: row -> list of settings) and the
+saved subspace bases (``placements``: row -> ``{file, sha256, origin}``).
 
 Importing this module registers the kind.
 """
@@ -46,8 +31,10 @@ import pathlib
 
 from filters.sweep import CellKind, register_cell_kind
 
-__all__ = ["TrunkCache", "REFERENCE_MODELS", "reference_text", "tuning_ids", "split_settings",
-           "make_tuning_run", "run_tune_cell", "TUNE_VARIABLES", "TUNE_KIND"]
+from .trunk_cache import TrunkCache
+
+__all__ = ["REFERENCE_MODELS", "reference_text", "tuning_ids", "split_settings",
+           "make_tuning_run", "run_config", "run_tune_cell", "TUNE_VARIABLES", "TUNE_KIND"]
 
 #: The reference models a tuning cell can load: name -> what its training text is.
 REFERENCE_MODELS = {"stdlib": "the standard-library corpus",
@@ -60,74 +47,6 @@ _OPTIONAL = ("forbidden", "stride", "threads", "placements", "model_path")
 #: Assimilator keywords; every other setting goes to the method's constructor.
 _ASSIM_KEYS = ("P0", "Q", "R")
 _DEFAULTS = {"P0": 0.1, "Q": 0.01, "R": 1.0}
-
-
-class TrunkCache:
-    """Reuse the trunk's output across tuning runs (``HiddenScale`` rows only).
-
-    With ``HiddenScale`` (and subspaces of it) the state scales the final
-    hidden state *after* the trunk, so the trunk's output for a window of
-    tokens does not depend on the state.  While the cache is active, the
-    model's base (``model.base_model``, e.g. ``LlamaModel``: embeddings,
-    blocks and final norm) returns its stored output for an input it has seen
-    before; the LM head and every hook run as usual.  Only no-gradient calls
-    with ``input_ids`` and no other non-default argument are cached; anything
-    else goes to the model unchanged.
-
-    Parameters
-    ----------
-    model : transformers.PreTrainedModel
-        The language model whose base is cached.
-
-    Examples
-    --------
-    >>> from da_embed.testing import tiny_gpt2
-    >>> cache = TrunkCache(tiny_gpt2())
-    >>> with cache:
-    ...     pass
-    >>> cache.hits, cache.misses
-    (0, 0)
-    """
-
-    def __init__(self, model):
-        self.model = model
-        self.base = getattr(model, "base_model", model)
-        self.store: dict = {}
-        self.hits = self.misses = 0
-        self._depth = 0  # re-entrant: a subspace may be built inside a cached tuning run
-
-    def __enter__(self):
-        self._depth += 1
-        if self._depth > 1 or self.base is self.model:  # no separate trunk: nothing to cache
-            return self
-        import torch
-
-        orig = self.base.forward
-
-        def forward(*args, **kw):
-            ids = kw.get("input_ids")
-            plain = (not args and torch.is_tensor(ids) and not torch.is_grad_enabled()
-                     and all(v is None or v is False for k, v in kw.items() if k != "input_ids"))
-            if not plain:
-                return orig(*args, **kw)
-            key = (tuple(ids.shape), ids.detach().cpu().numpy().tobytes())
-            out = self.store.get(key)
-            if out is None:
-                out = orig(*args, **kw)
-                self.store[key] = out
-                self.misses += 1
-            else:
-                self.hits += 1
-            return out
-
-        self.base.forward = forward
-        return self
-
-    def __exit__(self, *exc):
-        self._depth -= 1
-        if self._depth == 0 and self.base is not self.model:
-            del self.base.forward  # the class's forward again
-        return False
 
 
 class _Null:
@@ -187,7 +106,6 @@ def tuning_ids(tokenizer, text: str, tune_tokens: int):
 
     Examples
     --------
-    >>> from da_embed.reference import ReferenceConfig
     >>> tuning_ids(None, "", 0)
     Traceback (most recent call last):
     ...
@@ -289,8 +207,44 @@ def run_config(placement, cache, label: str, settings: dict, ids, *, protocol, m
                seed: int, model_name: str, progress: bool = False) -> dict:
     """Run one tuning configuration; a failed or diverged one is a result, not an error.
 
-    Returns ``valid_perplexity`` (inf when it failed), ``run_status`` (the
-    run's status, ``failed: ...`` or ``diverged (...)``) and ``chunks``.
+    The serial loop of the benchmark and :func:`run_tune_cell` both call
+    this, so a sweep cell and the loop run the same code.
+
+    Parameters
+    ----------
+    placement : Placement
+        The row's placement.
+    cache : TrunkCache or None
+        Used for every row but rotary ones (their trunk depends on the state).
+    label : str
+        The row.
+    settings : dict
+        The configuration.
+    ids : numpy.ndarray
+        The tuning token ids (all of them are read).
+    protocol : PrequentialConfig
+    members : int
+    seed : int
+    model_name : str
+    progress : bool, default False
+
+    Returns
+    -------
+    dict
+        ``valid_perplexity`` (inf when the run failed), ``run_status`` (the
+        run's status, ``failed: ...`` or ``diverged (...)``) and ``chunks``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from da_embed.placements import HiddenScale
+    >>> from da_embed.protocol import PrequentialConfig
+    >>> from da_embed.testing import tiny_gpt2
+    >>> res = run_config(HiddenScale(tiny_gpt2()), None, "ekf", {"P0": 0.1},
+    ...                  np.arange(33) % 50, protocol=PrequentialConfig(chunk=8, context=8),
+    ...                  members=4, seed=0, model_name="tiny")
+    >>> res["chunks"], res["run_status"]
+    (4, 'complete')
     """
     tag = f"tuning {label}"
     try:
@@ -311,6 +265,7 @@ def run_config(placement, cache, label: str, settings: dict, ids, *, protocol, m
 # ----------------------------------------------------------------------------- the cell kind
 #: Per worker process: (model, config) -> loaded model, tokenizer, placements, cache, ids.
 _WORKER: dict = {}
+_TEXTS: dict = {}
 
 
 def _absolute(entry: str, value) -> str:
@@ -384,15 +339,24 @@ def _worker_state(p: dict) -> dict:
     return state
 
 
-def _cell_ids(state: dict, p: dict):
+def _valid_text(p: dict) -> str:
+    """The cell's validation text, read through the selection step's guard (before any model)."""
     from .selection import read_selection_input
 
-    key = (p["valid_text"], p["valid_sha256"], p["tune_tokens"])
-    if key not in state["ids"]:
+    key = (p["valid_text"], p["valid_sha256"], tuple(p.get("forbidden", ())))
+    if key not in _TEXTS:
         text, rec = read_selection_input(p["valid_text"], role="valid",
                                          forbidden=p.get("forbidden", ()))
         if rec["sha256"] != p["valid_sha256"]:
             raise ValueError(f"valid_text: {p['valid_text']} changed since the spec was made")
+        _TEXTS.clear()
+        _TEXTS[key] = text
+    return _TEXTS[key]
+
+
+def _cell_ids(state: dict, p: dict, text: str):
+    key = (p["valid_text"], p["valid_sha256"], p["tune_tokens"])
+    if key not in state["ids"]:
         state["ids"][key] = tuning_ids(state["tok"], text, int(p["tune_tokens"]))
     return state["ids"][key]
 
@@ -456,8 +420,9 @@ def run_tune_cell(payload: dict) -> dict:
         threads = torch.get_num_threads()
         torch.set_num_threads(int(payload.get("threads", 1)))  # the serial loop's thread count
         try:
+            text = _valid_text(payload)  # a test split is refused before a model is loaded
             state = _worker_state(payload)
-            ids = _cell_ids(state, payload)
+            ids = _cell_ids(state, payload, text)
             placement = _cell_placement(state, payload)
             protocol = PrequentialConfig(chunk=payload["chunk"], context=payload["context"],
                                          stride=payload.get("stride"))

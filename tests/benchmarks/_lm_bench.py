@@ -35,7 +35,7 @@ class ModelBench:
         self.tuning: dict = {}
         self.rows: list[dict] = []
         self.frozen = None
-        self.cache = None  # da_embed.tuning.TrunkCache while tuning
+        self.cache = None  # da_embed.trunk_cache.TrunkCache while tuning
         self.np = np
         #: Subspace bases: {spec: file record}; given to the report step, written by selection.
         self.bases: dict = dict(bases or {})
@@ -77,7 +77,7 @@ class ModelBench:
     # -- tuning --------------------------------------------------------------
     def prepare_tuning(self, tune_ids):
         self.tune_ids = tune_ids
-        from da_embed.tuning import TrunkCache
+        from da_embed.trunk_cache import TrunkCache
 
         self.cache = TrunkCache(self.model)
         self._check_cache()

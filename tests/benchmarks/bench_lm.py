@@ -35,9 +35,18 @@ What it does
    verify's eta and sigma; P0, Q, R of rotary rows), each run on the same
    first ``--tune-tokens`` tokens of ``valid.txt`` and scored by prequential
    perplexity.  A pick at the edge of a numeric knob's range is printed.
+   **Every configuration is one cell of a** :mod:`filters.sweep` **sweep**
+   (the ``[lm_tune]`` kind of :mod:`da_embed.tuning`: the cell loads the
+   cached reference model and reads valid itself, through the same guard),
+   run by :func:`filters.sweep.run_sweep` on ``--scheduler`` (default
+   ``local:1``: one worker process, the same numbers as the in-process loop
+   ``--scheduler serial``, bit for bit); the cells land in
+   ``OUT/tuning/<model>/`` (``cells/*.json``, ``results.nc``) as they finish,
+   and ``--resume`` reruns only the missing ones.
    With ``HiddenScale`` the state acts after the trunk, so the trunk's output
-   does not depend on the state: tuning runs reuse it (:class:`TrunkCache`,
-   checked bit for bit against uncached runs at the start of each model).
+   does not depend on the state: tuning runs reuse it
+   (:class:`da_embed.trunk_cache.TrunkCache`, checked bit for bit against
+   uncached runs at the start of each model).
    The Fisher subspace (``fisher:8``) is computed from the same tuning text
    and its basis saved.  The step then **names the headline filters** (the
    filter row with the lowest valid perplexity on the full ``HiddenScale``
@@ -73,7 +82,8 @@ What it does
 Outputs (``--out``, default ``runs/bench_lm``): ``selection.json`` and
 ``selection.md`` (the selection step), ``rows.jsonl`` (one line per
 evaluated row, appended as soon as the row finishes), ``tuning.jsonl`` (one
-line per tuning run), ``<model>/<row>.nc`` (the trajectory of each row,
+line per tuning run), ``tuning/<model>/`` (the tuning sweep),
+``<model>/<row>.nc`` (the trajectory of each row,
 appended chunk by chunk, so an interrupted run keeps what it did), and
 ``bench_lm.md``.  The same markdown replaces the ``## Language models``
 section of ``docs/benchmarks.md`` (appended if missing; other sections are
