@@ -246,7 +246,9 @@ def run_config(placement, cache, label: str, settings: dict, ids, *, protocol, m
     >>> res["chunks"], res["run_status"]
     (4, 'complete')
     """
-    tag = f"tuning {label}"
+    tag = " ".join([f"tuning {label}"] + [  # the serial loop's label: errors name the configuration
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in settings.items() if v is not None])
     try:
         with cache if cache is not None and "@rotary" not in label else _Null():
             ds = make_tuning_run(placement, label, settings, protocol=protocol,
@@ -437,8 +439,9 @@ def run_tune_cell(payload: dict) -> dict:
         return {"valid_perplexity": float("nan"), "chunks": float("nan"),
                 "run_status": f"failed: {msg}", "status": "error", "message": msg}
     ok = math.isfinite(res["valid_perplexity"])
-    res.update(status="ok" if ok else ("error" if res["run_status"].startswith("failed")
-                                       else "diverged"),
+    failed = (res["run_status"].startswith("failed")
+              and "AssimilationDiverged" not in res["run_status"])
+    res.update(status="ok" if ok else ("error" if failed else "diverged"),
                message="" if ok else res["run_status"])
     return res
 

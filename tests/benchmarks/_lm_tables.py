@@ -126,7 +126,8 @@ def markdown(report: Report, args, complete: bool) -> str:
 `tests/benchmarks/bench_lm.py` (run by `make bench` after the two scripts
 above; `--quick` checks it in a few minutes with tiny models; options
 `--step`, `--budget`, `--max-tokens`, `--tune-tokens`, `--models`,
-`--methods`, `--threads`, `--out`). The module docstring has the details.
+`--methods`, `--scheduler`, `--resume`, `--threads`, `--out`). The module
+docstring has the details.
 In short:
 
 * **Two reference models** (the default `ReferenceConfig`, each with its own
@@ -143,7 +144,13 @@ In short:
   optimiser; EKF: P0, Q, R; 3D/4D-Var: P0, R; ensemble and unscented
   filters: P0, Q, R, inflation at {MEMBERS} members; verify: eta, sigma;
   rotary: P0, Q, R), each run on the same first `--tune-tokens` tokens of
-  valid. It writes `selection.json`: every row's settings, the budget, the
+  valid. **Each configuration is one cell of a `filters.sweep` sweep**
+  (the `[lm_tune]` cell kind of `da_embed.tuning`, which loads the cached
+  model and reads valid itself through the same guard), run by
+  `run_sweep` on `--scheduler` (default `local:1`, bit for bit the numbers
+  of the in-process loop `--scheduler serial`); the cells land in
+  `OUT/tuning/<model>/` as they finish and `--resume` runs only the
+  missing ones. It writes `selection.json`: every row's settings, the budget, the
   SHA-256 of the texts it read, the saved Fisher bases, and the **headline
   filters, named from valid perplexity**. The report step (`--step report`)
   reads that file and `test.txt` (refusing a test text that is, or shares
