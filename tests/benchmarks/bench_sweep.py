@@ -8,7 +8,9 @@ pytest.
 What it measures
 ----------------
 1. **24 cells** (ETKF, EnKF, EnSRF x N 16, 24 x inflation 1.02, 1.04 x seed
-   0, 1 on ``sakov2008``, Lorenz-96, ``--n-obs`` cycles each):
+   0, 1 on ``sakov2008``, Lorenz-96), once per entry of ``--n-obs`` (cycles per
+   cell; default 1500 and 6000, cells of about 75 and 280 ms, to show how the
+   fixed cost of a sweep, ``results.nc`` and the tail, weighs on short cells):
 
    * serial: :func:`filters.sweep.run_cell` of every cell in a loop in this
      process, after one warm-up cell per filter (Numba's kernels loaded);
@@ -56,24 +58,14 @@ def _spec(n_obs: int) -> dict:
                      "inflation": [1.02, 1.04], "seed": [0, 1]}}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-obs", type=int, default=1500)
-    parser.add_argument("--trivial", type=int, default=400)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    if args.quick:
-        args.n_obs, args.trivial, args.repeats = 100, 40, 1
-    import distributed
-
-    print(f"bench_sweep: dask/distributed {distributed.__version__}, {os.cpu_count()} cores, "
-          f"load average before {os.getloadavg()[0]:.2f}")
-    spec = parse_spec(_spec(args.n_obs))
+def _time_grid(n_obs: int, client, repeats: int) -> tuple[list, list, float]:
+    """Serial loop and warm sweep of the 24-cell grid, alternated; one cold sweep."""
+    spec = parse_spec(_spec(n_obs))
     cells = spec.cells()
     warmup = [next(c for c in cells if c.coords["filter"] == f) for f in spec.axes["filter"]]
-    for c in warmup:  # warm-up: each filter's Numba kernels loaded from the cache
+    for c in warmup:  # warm-up: each filter's Numba kernels loaded, here and on both workers
         run_cell(c)
+        client.run(run_cell, c)
 
     def serial_loop() -> float:
         tic = time.perf_counter()
@@ -85,18 +77,49 @@ def main() -> None:
         tic = time.perf_counter()
         run_sweep(spec, d, scheduler="local:2")
         cold = time.perf_counter() - tic
+    serial, warm = [], []
+    for _ in range(repeats):  # alternated, so that load drifts hit both alike
+        serial.append(serial_loop())
+        with tempfile.TemporaryDirectory() as d:
+            tic = time.perf_counter()
+            run_sweep(spec, d, client=client)
+            warm.append(time.perf_counter() - tic)
+    return serial, warm, cold
+
+
+def _report(n_obs: int, serial: list, warm: list, cold: float) -> None:
+    serial_m, warm_m = statistics.median(serial), statistics.median(warm)
+    ratio = warm_m / serial_m
+    print(f"24 cells, sakov2008 n_obs={n_obs} ({1000 * serial_m / 24:.0f} ms per cell serially)")
+    print(f"  serial loop             {serial_m:7.2f} s   (median of {len(serial)})")
+    print(f"  sweep, 2 workers, cold  {cold:7.2f} s   ratio {cold / serial_m:.2f}   (once)")
+    print(f"  sweep, 2 workers, warm  {warm_m:7.2f} s   ratio {ratio:.2f}   (median of "
+          f"{len(warm)}; target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'NOT met'})")
+    print("  each repeat's warm/serial: " + " ".join(f"{w / t:.2f}" for w, t in zip(warm, serial)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-obs", default="1500,6000",
+                        help="comma-separated cycles per cell, one grid each (default 1500,6000)")
+    parser.add_argument("--trivial", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    try:
+        sizes = [int(v) for v in args.n_obs.split(",")]
+    except ValueError:
+        parser.error(f"--n-obs: expected comma-separated integers, got {args.n_obs!r}")
+    if args.quick:
+        sizes, args.trivial, args.repeats = [100], 40, 1
+    import distributed
+
+    print(f"bench_sweep: dask/distributed {distributed.__version__}, {os.cpu_count()} cores, "
+          f"load average before {os.getloadavg()[0]:.2f}")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                        dashboard_address=None, silence_logs=logging.ERROR)
-    serial, warm = [], []
     with cluster, distributed.Client(cluster) as client:
-        for c in warmup:  # warm both workers alike (imports, each filter's Numba kernels)
-            client.run(run_cell, c)
-        for _ in range(args.repeats):  # alternated, so that load drifts hit both alike
-            serial.append(serial_loop())
-            with tempfile.TemporaryDirectory() as d:
-                tic = time.perf_counter()
-                run_sweep(spec, d, client=client)
-                warm.append(time.perf_counter() - tic)
+        timed = {n: _time_grid(n, client, args.repeats) for n in sizes}
         register_cell_kind(CellKind("trivial", validate=lambda f, a: f,
                                     payload=lambda f, c: dict(c), run=trivial_run,
                                     variables=("x",), score="x", group="i"))
@@ -108,14 +131,8 @@ def main() -> None:
             run_sweep(trivial, d, client=client)
             overhead = (time.perf_counter() - tic) / args.trivial
     print(f"load average after {os.getloadavg()[0]:.2f}")
-    print(f"{len(cells)} cells, sakov2008 n_obs={args.n_obs}")
-    serial_m, warm_m = statistics.median(serial), statistics.median(warm)
-    ratio = warm_m / serial_m
-    print(f"  serial loop             {serial_m:7.2f} s   (median of {len(serial)})")
-    print(f"  sweep, 2 workers, cold  {cold:7.2f} s   ratio {cold / serial_m:.2f}   (once)")
-    print(f"  sweep, 2 workers, warm  {warm_m:7.2f} s   ratio {ratio:.2f}   (median of "
-          f"{len(warm)}; target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'NOT met'})")
-    print("  each repeat's warm/serial: " + " ".join(f"{w / t:.2f}" for w, t in zip(warm, serial)))
+    for n, (serial, warm, cold) in timed.items():
+        _report(n, serial, warm, cold)
     print(f"Dask cost per cell ({args.trivial} trivial cells, 2 warm workers): "
           f"{1000 * overhead:.1f} ms   (target <= {1000 * TARGET_OVERHEAD:.0f} ms: "
           f"{'met' if overhead <= TARGET_OVERHEAD else 'NOT met'})")
