@@ -10,7 +10,10 @@ to them).  Observations are whitened by the standard deviations of a diagonal R.
 One exception: for N <= ``_eigen.SMALL_N`` the ETKF's eigendecomposition is
 ``_eigen._eigh_small``, not LAPACK's ``dsyevd`` (about 40% less time at
 N = 28), so its result equals ``etkf_analysis`` to rounding, not bitwise
-(tests/test_compiled_speed.py holds whole runs to 1e-12 relative).
+(tests/test_compiled_speed.py holds whole runs to 1e-12 relative).  Likewise the
+LETKF's local analyses for 2 <= N <= ``SMALL_N`` are ``_letkf._letkf_small`` (flat
+loops and ``_eigh_small`` per point instead of LAPACK and BLAS calls; about 3x
+less time at N = 7), equal to ``letkf_analysis`` to rounding.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from numba import njit
 from .. import _kernels
 from ._eigen import SMALL_N, _eigh_small
 from ._lapack import _cholesky, _syrk
+from ._letkf import _letkf_small
 
 __all__: list[str] = []  # private module
 
@@ -173,6 +177,8 @@ def _letkf(E, HE, y, sd, taper):
     mu = _mean0(E)
     A = _anomalies(E, mu)
     Y, dy = _whitened_obs(HE, y, sd)
+    if 2 <= E.shape[0] <= SMALL_N:  # per-point LAPACK/BLAS overhead dominates (see _letkf)
+        return _letkf_small(mu, A, Y, dy, np.ascontiguousarray(taper))
     return _kernels._letkf(mu, A, Y, dy, np.ascontiguousarray(taper))
 
 
