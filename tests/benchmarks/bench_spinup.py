@@ -305,7 +305,8 @@ def _learned_vs_walk(cmp) -> dict:
         a, b = cmp.datasets[m]["nll"].values, cmp.datasets[base]["nll"].values
         K = min(a.size, b.size)
         pc = _paired(a[:K], b[:K])
-        ppl = {x: math.exp(cmp.datasets[x]["nll"].values[:K].mean()) for x in (m, base)}
+        with np.errstate(over="ignore"):  # a diverged row's perplexity is inf, not an error
+            ppl = {x: float(np.exp(cmp.datasets[x]["nll"].values[:K].mean())) for x in (m, base)}
         print(f"  {m:>16}: perplexity {ppl[m]:.6g} vs {base} {ppl[base]:.6g}: "
               f"{_pct(pc.change)}% [{_pct(pc.low)}, {_pct(pc.high)}]", flush=True)
         out[m] = {"change": pc.change, "low": pc.low, "high": pc.high, "chunks": int(K)}
