@@ -222,6 +222,22 @@ def test_analysis_kernels_equal_twins(seed, N, n, m):
                                letkf_analysis(E, HE, y, R, taper), **tol)
 
 
+@pytest.mark.parametrize("N", [2, 7, 64, 65])
+def test_letkf_kernel_equals_twin_on_both_sides_of_small_n(N):
+    # 2 <= N <= SMALL_N (64) takes _letkf_small, N = 65 the generic kernel; many observations
+    # per point (up to 15 of the 40 at radius 2), the last 13 points none.
+    from filters._compiled._eigen import SMALL_N
+    assert SMALL_N == 64
+    n, m = 60, 40
+    rng, E, HE, y, var = problem(N, N, n, m)
+    R, sd = as_covariance(var, m), np.sqrt(var)
+    taper = taper_matrix(np.arange(n, dtype=float)[:, None], np.arange(m, dtype=float)[:, None],
+                         2.0)
+    assert (taper.sum(axis=1) == 0).any() and (np.count_nonzero(taper, axis=1) > 5).any()
+    np.testing.assert_allclose(_analysis._letkf(E, HE, y, sd, taper),
+                               letkf_analysis(E, HE, y, R, taper), rtol=1e-12, atol=1e-12)
+
+
 @SMALL
 @given(seed=st.integers(0, 2**32 - 1), N=st.integers(2, 20), n=st.integers(1, 12),
        par=st.floats(0.0, 1.0))
