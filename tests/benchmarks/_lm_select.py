@@ -16,8 +16,22 @@ def select_step(args, valid_path, forbidden=()) -> Path:
     """Tune every row on valid and write the selection file; never reads test.
 
     ``valid_path`` is the only text it reads (:func:`da_embed.selection.read_selection_input`
-    refuses a test split and the ``forbidden`` paths, which it never opens).
+    refuses a test split and the ``forbidden`` paths, which it never opens).  It runs
+    with ``args.threads`` torch threads, as the sweep's cells do: the trunk outputs that
+    the cache check stores are then the bits a cell computes (a caller's other thread
+    count changed them in the last place, and the serial loop's numbers with them).
     """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _select(args, valid_path, forbidden)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _select(args, valid_path, forbidden) -> Path:
     import numpy as np
     import torch
 
