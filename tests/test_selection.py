@@ -165,3 +165,23 @@ def test_select_on_valid_then_report_on_test_with_a_tiny_model(tmp_path, texts):
     assert np.isfinite(res.rows[0]["perplexity"])
     with pytest.raises(ValueError, match="handed a test split"):
         select(test)
+
+
+def test_bench_switch_warms_each_comparison_up_untimed_on_two_chunks(monkeypatch, capsys):
+    import da_embed.compare  # noqa: F401  (the module; the package exports its function)
+    from da_embed.protocol import PrequentialConfig
+
+    compare_mod = sys.modules["da_embed.compare"]
+
+    calls = []
+    monkeypatch.setattr(compare_mod, "compare",
+                        lambda model, ids, **kw: calls.append((len(ids), kw)) or "done")
+    protocol = PrequentialConfig(chunk=8, context=16, max_tokens=200)
+    _bench("bench_switch")._warm_up("frozen,ekf", "model", np.arange(500), protocol,
+                                     {"methods": "frozen,ekf", "P0": 0.1})
+    (n, kw), = calls
+    assert n == 16 + 2 * 8 + 1  # context and two chunks, not the report stream
+    assert kw["protocol"].max_tokens is None and kw["protocol"].chunk == 8
+    assert kw["print_fn"] is None and kw["methods"] == "frozen,ekf" and kw["P0"] == 0.1
+    out = capsys.readouterr().out
+    assert "warm-up frozen,ekf" in out and "untimed" in out

@@ -24,7 +24,7 @@ def select_step(args, valid_path, forbidden=()) -> Path:
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(getattr(args, "threads", 1))  # the parser's default
     try:
         return _select(args, valid_path, forbidden)
     finally:

@@ -50,6 +50,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' _common
+from _common import warm_up  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +233,16 @@ def _report_stream(args, sel, tokenizer, quick: bool):
         tokenizer, read_text(wikitext_path("valid")))
 
 
+def _warm_up(label: str, model, ids, protocol, kw: dict) -> None:
+    """One untimed run of ``kw``'s methods on two chunks: the timed run carries no cold start."""
+    from da_embed.assimilator import PrequentialConfig
+    from da_embed.compare import compare
+
+    short = PrequentialConfig(chunk=protocol.chunk, context=protocol.context)
+    warm_up(label, lambda: compare(model, ids[:protocol.context + 2 * protocol.chunk + 1],
+                                   protocol=short, print_fn=None, **kw))
+
+
 def report_step(args, selection_path) -> int:
     """The report stream, with what the selection file names; no choice is made here."""
     from da_embed.compare import compare
@@ -255,22 +266,24 @@ def report_step(args, selection_path) -> int:
     print(f"model: {name}; report step: {protocol.max_tokens or ids.size} tokens of the "
           f"two-domain stream; selection {selection_path} ({sel['created']}); checkpoint "
           f"{os.path.basename(ex['spinup_checkpoint']['file'])}", flush=True)
+    kw = dict(methods="frozen,ekf", placement=state, P0=0.1, Q=0.01,
+              dynamics=ex["spinup_checkpoint"]["file"], model_name=name)
+    _warm_up(kw["methods"] + " (+learned)", model, ids, protocol, kw)
     tic = time.perf_counter()
-    hid = compare(model, ids, methods="frozen,ekf", placement=state, protocol=protocol,
-                  P0=0.1, Q=0.01, dynamics=ex["spinup_checkpoint"]["file"], segments=segments,
-                  out=os.path.join(args.out, "compare-hidden"), model_name=name)
+    hid = compare(model, ids, protocol=protocol, segments=segments,
+                  out=os.path.join(args.out, "compare-hidden"), **kw)
     print(f"compare (HiddenScale {ex['subspace']}): {time.perf_counter() - tic:.0f} s",
           flush=True)
     experts = None if ex["experts"] is None else load_experts(ex["experts"])
     t2 = {"context_tokens": protocol.context}
     options = {"t2": t2, "t2-cem": dict(t2, population=args.population,
                                          elite=min(8, args.population))}
+    kw = dict(methods=args.svf_methods, placement="svf", experts=experts, tune_ids=tune,
+              tune_tokens=args.tune_tokens, method_options=options, model_name=name)
+    _warm_up(args.svf_methods, model, ids, protocol, kw)
     tic = time.perf_counter()
-    svf = compare(model, ids, methods=args.svf_methods, placement="svf",
-                  experts=experts, tune_ids=tune,
-                  tune_tokens=args.tune_tokens, method_options=options, segments=segments,
-                  protocol=protocol, out=os.path.join(args.out, "compare-svf"),
-                  model_name=name)
+    svf = compare(model, ids, protocol=protocol, segments=segments,
+                  out=os.path.join(args.out, "compare-svf"), **kw)
     print(f"compare (SVF): {time.perf_counter() - tic:.0f} s", flush=True)
     learned = hid.datasets["ekf+learned"]["nll"].values
     print("\nekf+learned against every row (paired per-chunk NLL, 95% block bootstrap; "
