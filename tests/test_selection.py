@@ -177,8 +177,8 @@ def test_bench_switch_warms_each_comparison_up_untimed_on_two_chunks(monkeypatch
     monkeypatch.setattr(compare_mod, "compare",
                         lambda model, ids, **kw: calls.append((len(ids), kw)) or "done")
     protocol = PrequentialConfig(chunk=8, context=16, max_tokens=200)
-    _bench("bench_switch")._warm_up("frozen,ekf", "model", np.arange(500), protocol,
-                                     {"methods": "frozen,ekf", "P0": 0.1})
+    _bench("bench_switch").warm_up_compare("frozen,ekf", "model", np.arange(500), protocol,
+                                           {"methods": "frozen,ekf", "P0": 0.1})
     (n, kw), = calls
     assert n == 16 + 2 * 8 + 1  # context and two chunks, not the report stream
     assert kw["protocol"].max_tokens is None and kw["protocol"].chunk == 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["warm_up"]
+__all__ = ["warm_up", "warm_up_compare"]
 
 
 def warm_up(label: str, fn, report=print):
@@ -28,3 +28,27 @@ def warm_up(label: str, fn, report=print):
     out = fn()
     report(f"  warm-up {label}: {time.perf_counter() - t0:.2f} s (untimed, discarded)")
     return out
+
+
+def warm_up_compare(label: str, model, ids, protocol, kw: dict, report=print):
+    """:func:`warm_up` of a :func:`da_embed.compare.compare` on the stream's first two chunks.
+
+    Parameters
+    ----------
+    label : str
+        The methods, for the printed line.
+    model : transformers.PreTrainedModel
+    ids : numpy.ndarray
+        The stream; only its first ``context + 2 chunk + 1`` tokens are read.
+    protocol : PrequentialConfig
+        The timed run's protocol; the warm-up keeps its chunk and context.
+    kw : dict
+        The timed run's other keyword arguments (no ``protocol``).
+    report : callable, default print
+    """
+    from da_embed.assimilator import PrequentialConfig
+    from da_embed.compare import compare
+
+    short = PrequentialConfig(chunk=protocol.chunk, context=protocol.context)
+    return warm_up(label, lambda: compare(model, ids[:protocol.context + 2 * protocol.chunk + 1],
+                                          protocol=short, print_fn=None, **kw), report)

@@ -216,7 +216,7 @@ def select_step(args, valid_path, forbidden=()) -> str:
 
 def report_step(args, selection_path, test_path) -> int:
     """Test, with what the selection file names; no choice is made here."""
-    from _common import warm_up
+    from _common import warm_up_compare
 
     from da_embed.compare import compare
     from da_embed.placements import HiddenScale, Subspace
@@ -252,12 +252,11 @@ def report_step(args, selection_path, test_path) -> int:
         print("held-out valid (selection step): " + "; ".join(
             f"{k} {v['change']:+.1f}% [{v['low']:+.1f}, {v['high']:+.1f}]"
             for k, v in ex["held_out"].items()), flush=True)
-    kw = dict(placement=state, protocol=protocol, members=st["members"], P0=st["P0"], Q=st["Q"],
+    kw = dict(methods=methods, placement=state, members=st["members"], P0=st["P0"], Q=st["Q"],
               dynamics=ex["spinup_checkpoint"]["file"], model_name=name, progress=False)
-    warm_up(methods, lambda: compare(model, test[:protocol.context + 2 * protocol.chunk + 1],
-                                     methods=methods, print_fn=None, **kw))
+    warm_up_compare(methods, model, test, protocol, kw)
     tic = time.perf_counter()
-    cmp = compare(model, test, methods=methods, out=os.path.join(args.out, "compare"), **kw)
+    cmp = compare(model, test, protocol=protocol, out=os.path.join(args.out, "compare"), **kw)
     print(f"compare: {time.perf_counter() - tic:.0f} s")
     _learned_vs_walk(cmp)
     return 0

@@ -50,7 +50,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the benchmarks' _common
-from _common import warm_up  # noqa: E402
+from _common import warm_up_compare  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,16 +233,6 @@ def _report_stream(args, sel, tokenizer, quick: bool):
         tokenizer, read_text(wikitext_path("valid")))
 
 
-def _warm_up(label: str, model, ids, protocol, kw: dict) -> None:
-    """One untimed run of ``kw``'s methods on two chunks: the timed run carries no cold start."""
-    from da_embed.assimilator import PrequentialConfig
-    from da_embed.compare import compare
-
-    short = PrequentialConfig(chunk=protocol.chunk, context=protocol.context)
-    warm_up(label, lambda: compare(model, ids[:protocol.context + 2 * protocol.chunk + 1],
-                                   protocol=short, print_fn=None, **kw))
-
-
 def report_step(args, selection_path) -> int:
     """The report stream, with what the selection file names; no choice is made here."""
     from da_embed.compare import compare
@@ -268,7 +258,7 @@ def report_step(args, selection_path) -> int:
           f"{os.path.basename(ex['spinup_checkpoint']['file'])}", flush=True)
     kw = dict(methods="frozen,ekf", placement=state, P0=0.1, Q=0.01,
               dynamics=ex["spinup_checkpoint"]["file"], model_name=name)
-    _warm_up(kw["methods"] + " (+learned)", model, ids, protocol, kw)
+    warm_up_compare(kw["methods"] + " (+learned)", model, ids, protocol, kw)
     tic = time.perf_counter()
     hid = compare(model, ids, protocol=protocol, segments=segments,
                   out=os.path.join(args.out, "compare-hidden"), **kw)
@@ -280,7 +270,7 @@ def report_step(args, selection_path) -> int:
                                          elite=min(8, args.population))}
     kw = dict(methods=args.svf_methods, placement="svf", experts=experts, tune_ids=tune,
               tune_tokens=args.tune_tokens, method_options=options, model_name=name)
-    _warm_up(args.svf_methods, model, ids, protocol, kw)
+    warm_up_compare(args.svf_methods, model, ids, protocol, kw)
     tic = time.perf_counter()
     svf = compare(model, ids, protocol=protocol, segments=segments,
                   out=os.path.join(args.out, "compare-svf"), **kw)

@@ -35,7 +35,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import warm_up  # noqa: E402  (the benchmarks' shared helpers)
+from _common import warm_up_compare  # noqa: E402  (the benchmarks' shared helpers)
 
 
 def main(argv=None) -> int:
@@ -113,10 +113,8 @@ def main(argv=None) -> int:
               tune_tokens=args.tune_tokens, members=args.members, method_options=options,
               model_name=name)
     # One untimed warm-up of every method on two chunks: the timed run carries no cold start.
-    warm_up(args.methods, lambda: compare(
-        model, ids[:context + 2 * chunk + 1], protocol=PrequentialConfig(chunk=chunk,
-                                                                         context=context),
-        print_fn=None, **kw))
+    warm_up_compare(args.methods, model, ids, PrequentialConfig(chunk=chunk, context=context),
+                    kw)
     tic = time.perf_counter()
     compare(model, ids, segments=segments,
             protocol=PrequentialConfig(chunk=chunk, context=context, max_tokens=max_tokens),
