@@ -5,8 +5,9 @@ transform only ever multiplies anomalies.  Applying the same transform to the
 members, ``(w + T + c 1^T / N) E``, is equal in exact arithmetic (the rows of
 ``w + T`` sum to one) and would save two passes over E, but in floating point the
 large entries of ``w`` (an innovation of many standard deviations) multiply the
-mean: measured 19,717 ulp of error with mean 1e6, spread 1e-3 and innovations of
-1e4 standard deviations (issue 12, 2026-12-04).  This test fails for that form.
+mean: 16,691 ulp of error in this test's case of mean 1e6, spread 1e-3 and
+innovations of 1e4 standard deviations (issue 12, 2026-12-04).  This test fails for
+that form.
 """
 
 from __future__ import annotations
